@@ -1,0 +1,189 @@
+"""``mirror-ort export``: a model source becomes a bundle (prefix, suffix, draft, manifest).
+
+The bundle is written to a temporary directory beside the destination and renamed
+only once every graph is written and validated, so a failure never leaves a
+half-written bundle behind.
+"""
+
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.export import Dim
+
+from .. import __version__
+from ..bundle import KV_CACHE_LAYOUT, SCHEMA_VERSION, Bundle, sha256
+from ..errors import MirrorError
+from .architectures import arch_spec, attention_span_limit
+from .onnx_graph import export_graph, graph_io
+from .sources import Source, check_same_vocabulary, load_source
+from .split import Draft, Prefix, Suffix
+from .streams import StreamHeads
+
+DEFAULT_KAPPA = 8
+
+
+@dataclass
+class ExportOptions:
+    exit_layer: int | None = None  # default: N // 2
+    kappa: int = DEFAULT_KAPPA
+    draft: str | None = "auto"  # "auto", "layers:K", a model source, or None for no draft
+    force: bool = False
+    validate: bool = True
+    trust_remote_code: bool = False
+    thresholds: dict | None = None
+
+
+def export_bundle(model: str | None, output, options: ExportOptions = ExportOptions(), log=print) -> Bundle:
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not options.force:
+        raise MirrorError(f"output {output} exists and is not empty: choose another path or pass --force")
+    t0 = time.perf_counter()
+    source = load_source(model, options.trust_remote_code)
+    config = source.model.config
+    spec = arch_spec(config)
+    n = config.num_hidden_layers
+    exit_layer = options.exit_layer if options.exit_layer is not None else n // 2
+    if not 1 <= exit_layer <= n - 1:
+        raise MirrorError(f"--exit-layer {exit_layer} is outside 1..{n - 1} for this {n}-layer model")
+    if not 1 <= options.kappa <= config.vocab_size:
+        raise MirrorError(f"--kappa {options.kappa} is outside 1..{config.vocab_size} (the vocabulary size)")
+    draft_module, draft_facts = _draft(source, options)
+    log(f"loaded {source.description['source']} ({config.model_type}, {n} layers) in {time.perf_counter() - t0:.1f}s")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        graphs = {}
+        for role, module, layers in (("prefix", Prefix(source.model, exit_layer, options.kappa, spec), (0, exit_layer)),
+                                     ("suffix", Suffix(source.model, exit_layer, spec), (exit_layer, n)),
+                                     ("draft", draft_module, None)):
+            if module is None:
+                continue
+            t = time.perf_counter()
+            facts = draft_facts if role == "draft" else {}
+            layers = layers or (0, len(module.span.layers))
+            graphs[role] = _export_role(role, module, layers, tmp, config.hidden_size, facts)
+            log(f"exported {role}.onnx (layers {layers[0]}..{layers[1] - 1}) in {time.perf_counter() - t:.1f}s")
+        source.tokenizer.save_pretrained(tmp)
+        manifest = _manifest(source, spec, exit_layer, options.kappa, graphs, tmp)
+        bundle = Bundle(tmp, manifest)
+        bundle.save()
+        if options.validate:
+            from .validate import validate_bundle
+
+            report = validate_bundle(bundle, source, thresholds=options.thresholds, log=log)
+            if not report["passed"]:
+                failed = [c["name"] for c in report["checks"] if not c["passed"]]
+                raise MirrorError(f"export failed validation ({', '.join(failed)}): see the report above; "
+                                  "use --no-validate to keep the bundle anyway")
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    bundle = Bundle.load(output)
+    log(f"bundle written to {output} in {time.perf_counter() - t0:.1f}s")
+    return bundle
+
+
+def _draft(source: Source, options: ExportOptions):
+    """The draft module and its manifest facts."""
+    choice = options.draft
+    n = source.model.config.num_hidden_layers
+    if choice is None or choice == "none":
+        return None, {}
+    if choice == "auto":
+        choice = f"layers:{max(1, n // 8)}"
+    if choice.startswith("layers:"):
+        try:
+            k = int(choice.split(":", 1)[1])
+        except ValueError:
+            raise MirrorError(f"--draft {choice!r}: expected layers:K with K an integer in 1..{n}") from None
+        if not 1 <= k <= n:
+            raise MirrorError(f"--draft layers:{k}: K must be in 1..{n} (the target's layer count)")
+        return Draft(source.model, arch_spec(source.model.config), num_layers=k), {"source": choice, "streams": 0}
+    draft = load_source(choice, options.trust_remote_code)
+    check_same_vocabulary(source.tokenizer, draft.tokenizer)
+    path = Path(choice)
+    heads = StreamHeads.load(path) if path.is_dir() else None
+    module = Draft(draft.model, arch_spec(draft.model.config), stream_heads=heads)
+    return module, {"source": draft.description["source"], "streams": heads.config["num_streams"] if heads else 0}
+
+
+def _export_role(role, module, layers, directory: Path, hidden_size: int, facts: dict) -> dict:
+    """Export one graph with dynamic batch, window, past and total lengths."""
+    cfg_heads, head_dim = module.span.num_kv_heads, module.span.head_dim
+    num_layers = layers[1] - layers[0]
+    b, s, p = 2, 3, 4  # example sizes; all four dims are dynamic
+    first = torch.randn(b, s, hidden_size) if role == "suffix" else torch.randint(0, 100, (b, s))
+    positions = torch.arange(p, p + s).expand(b, s).contiguous()
+    mask = torch.zeros(b, 1, s, p + s)
+    past = tuple(torch.zeros(b, p, cfg_heads, head_dim) for _ in range(2 * num_layers))
+    batch, seq, past_len, total = Dim("batch"), Dim("seq"), Dim("past"), Dim("total")
+    dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch, 2: seq, 3: total},
+               tuple({0: batch, 1: past_len} for _ in past))
+    kv = [f"{io}.{i}.{t}" for i in range(*layers) for t in ("key", "value") for io in ("past",)]
+    presents = [n.replace("past.", "present.") for n in kv]
+    first_name = "hidden" if role == "suffix" else "input_ids"
+    outputs = {"prefix": ["hidden", "exit_ids", "exit_logprobs"], "suffix": ["logits", "next_ids"],
+               "draft": ["logits", "next_ids"] + (["stream_logits", "stream_ids"] if facts.get("streams") else [])}[role]
+    path = directory / f"{role}.onnx"
+    export_graph(module, (first, positions, mask, *past), [first_name, "position_ids", "attention_mask", *kv],
+                 outputs + presents, dynamic, path)
+    return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
+            **graph_io(path), "static": None, **facts}
+
+
+def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, directory: Path) -> dict:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    config, tokenizer = source.model.config, source.tokenizer
+    for g in graphs.values():
+        g["sha256"] = sha256(directory / g["file"])
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    gen_eos = getattr(source.model.generation_config, "eos_token_id", None)
+    for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
+        if e is not None and e not in eos and not source.description["kind"].endswith("gguf"):
+            eos.append(e)
+    tokenizer_files = sorted(p.name for p in directory.iterdir() if p.name.startswith(("tokenizer", "special_tokens")))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "architecture": spec.family,
+            "num_layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size,
+            "num_heads": config.num_attention_heads,
+            "num_kv_heads": config.num_key_value_heads,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "attention_span_limit": attention_span_limit(config, spec),
+            "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+            "dtype": "float32",
+        },
+        "early_exit": {"layer": exit_layer, "kappa": kappa, "head": "final RMSNorm + LM head, Top-kappa log-probs"},
+        "kv_cache": KV_CACHE_LAYOUT,
+        "graphs": graphs,
+        "tokenizer": {
+            "files": tokenizer_files,
+            "eos_token_ids": eos,
+            "bos_token_id": None if not getattr(tokenizer, "add_bos_token", True) else tokenizer.bos_token_id,
+            "chat_template": tokenizer.chat_template,
+        },
+        "provenance": {
+            **source.description,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": {"mirror_ort": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                         "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                         "python": platform.python_version()},
+        },
+        "validation": None,
+    }

@@ -1,0 +1,159 @@
+"""``mirror-ort validate``: is this bundle safe to ship?
+
+Structural checks need only ONNX and ONNX Runtime: the checker passes on each
+graph (external data included), each graph loads, the manifest matches each
+graph's I/O and hash. Numerical parity needs the PyTorch source model: the
+prefix + suffix run through the runtime's own sessions and caches, in windows of
+one and several tokens on caches of several lengths, against the HF model's
+full-sequence forward (final logits, final argmax, and the early-exit Top-kappa
+sets computed from the hidden state after layer l_e).
+"""
+
+import time
+
+import numpy as np
+import onnx
+
+from ..bundle import GRAPH_ROLES, Bundle, sha256
+from ..errors import MirrorError
+from ..providers import ProviderChoice, create_session
+from ..runtime.masks import causal_mask, positions
+from ..runtime.session import GraphSession
+
+DEFAULT_THRESHOLDS = {
+    "max_logit_diff": 1e-2,      # max |logit_onnx - logit_torch| over all checked positions
+    "argmax_agreement": 0.98,    # share of positions whose final argmax agrees
+    "topk_agreement": 0.95,      # mean overlap of the early-exit Top-kappa sets
+}
+PROMPTS = [
+    "The capital of France is Paris, and the capital of Italy is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "Translate to German: The weather is nice today, so we will go for a walk in the park.",
+]
+PREFILL = 8
+WINDOWS = [1, 4, 1, 7, 2, 3]  # new tokens per call after the prefill: S=1 and S>1 on growing caches
+
+
+def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None, log=print) -> dict:
+    """Run every check, store the report in the manifest, and return it."""
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    checks = []
+    roles = [r for r in GRAPH_ROLES if r in bundle.manifest["graphs"]]
+    for role in roles:
+        spec = bundle.graph(role)
+        checks.append(_check("onnx_checker", role, lambda: onnx.checker.check_model(str(spec.path), full_check=False)))
+        checks.append(_check("sha256", role, lambda: _same_hash(bundle, role)))
+        checks.append(_check("loads_in_ort", role, lambda: GraphSession(spec, create_session(spec.path, ProviderChoice()), 8)))
+    if source is not None:
+        checks += _parity(bundle, source, thresholds)
+    else:
+        checks.append({"name": "parity", "passed": True, "skipped": "no PyTorch source model given"})
+    report = {"passed": all(c["passed"] for c in checks), "thresholds": thresholds, "checks": checks,
+              "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for c in checks:
+        status = "skip" if c.get("skipped") else ("ok  " if c["passed"] else "FAIL")
+        detail = c.get("skipped") or c.get("error") or {k: v for k, v in c.items() if k not in ("name", "passed", "graph")}
+        log(f"  [{status}] {c['name']}{'/' + c['graph'] if 'graph' in c else ''}: {detail}")
+    bundle.manifest["validation"] = report
+    bundle.save()
+    return report
+
+
+def _check(name: str, role: str, fn) -> dict:
+    try:
+        fn()
+        return {"name": name, "graph": role, "passed": True}
+    except Exception as e:  # the report names every failure instead of stopping at the first
+        return {"name": name, "graph": role, "passed": False, "error": str(e).strip().splitlines()[0][:300]}
+
+
+def _same_hash(bundle: Bundle, role: str) -> None:
+    declared = bundle.manifest["graphs"][role]["sha256"]
+    if sha256(bundle.graph(role).path) != declared:
+        raise MirrorError(f"{role}.onnx does not match the sha256 in the manifest")
+
+
+def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
+    import torch
+
+    model, tokenizer = source.model, source.tokenizer
+    exit_layer, kappa, vocab = bundle.exit_layer, bundle.kappa, bundle.vocab_size
+    length = PREFILL + sum(WINDOWS)
+    prompts = []
+    for text in PROMPTS:
+        ids = [i for i in tokenizer(text, add_special_tokens=False)["input_ids"] if i < vocab]
+        ids = (ids * (length // max(len(ids), 1) + 1))[:length]
+        prompts.append(ids)
+    prompts.append(list(np.random.default_rng(0).integers(0, vocab, length)))  # off-distribution ids
+    prefix = GraphSession(bundle.graph("prefix"), create_session(bundle.graph("prefix").path, ProviderChoice()), length)
+    suffix = GraphSession(bundle.graph("suffix"), create_session(bundle.graph("suffix").path, ProviderChoice()), length)
+    draft = draft_module = None
+    if bundle.has_draft:
+        draft = GraphSession(bundle.graph("draft"), create_session(bundle.graph("draft").path, ProviderChoice()), length)
+        draft_module = _draft_module(bundle, source)
+
+    diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
+    for ids in prompts:
+        with torch.no_grad():
+            out = model(torch.tensor([ids]), output_hidden_states=True)
+            ref_logits = out.logits[0].numpy()
+            exit_logits = model.lm_head(model.model.norm(out.hidden_states[exit_layer]))[0]
+            ref_exit = torch.topk(exit_logits, kappa, dim=-1).indices.numpy()
+            ref_draft = draft_module and _draft_logits(draft_module, ids)
+        for session in (prefix, suffix, draft):
+            if session is not None:
+                session.cache.length = 0
+        start = 0
+        for seq in [PREFILL, *WINDOWS]:
+            tokens = np.array([ids[start:start + seq]], dtype=np.int64)
+            pos, mask = positions(start, seq), causal_mask(start, seq)
+            p = prefix.run(tokens, pos, mask, outputs=("hidden", "exit_ids"))
+            s = suffix.run(p["hidden"], pos, mask, outputs=("logits",))
+            logits = s["logits"][0]
+            want = ref_logits[start:start + seq]
+            diffs.append(float(np.abs(logits - want).max()))
+            argmax_hits += int((logits.argmax(-1) == want.argmax(-1)).sum())
+            for got, ref in zip(p["exit_ids"][0], ref_exit[start:start + seq]):
+                topk_overlap.append(len(set(got.tolist()) & set(ref.tolist())) / kappa)
+            if draft is not None:
+                d = draft.run(tokens, pos, mask, outputs=("logits",))["logits"][0]
+                draft_diffs.append(float(np.abs(d - ref_draft[start:start + seq]).max()))
+                draft_hits += int((d.argmax(-1) == ref_draft[start:start + seq].argmax(-1)).sum())
+            n += seq
+            start += seq
+
+    max_diff, agreement, overlap = max(diffs), argmax_hits / n, float(np.mean(topk_overlap))
+    checks = [
+        {"name": "max_logit_diff", "graph": "prefix+suffix", "value": max_diff,
+         "passed": max_diff <= thresholds["max_logit_diff"]},
+        {"name": "argmax_agreement", "graph": "prefix+suffix", "value": agreement,
+         "passed": agreement >= thresholds["argmax_agreement"]},
+        {"name": "topk_agreement", "graph": "prefix", "value": overlap, "kappa": kappa,
+         "passed": overlap >= thresholds["topk_agreement"]},
+    ]
+    if draft is not None:
+        d_max, d_agree = max(draft_diffs), draft_hits / n
+        checks += [
+            {"name": "max_logit_diff", "graph": "draft", "value": d_max, "passed": d_max <= thresholds["max_logit_diff"]},
+            {"name": "argmax_agreement", "graph": "draft", "value": d_agree,
+             "passed": d_agree >= thresholds["argmax_agreement"]},
+        ]
+    for c in checks:
+        c["positions"] = n
+    return checks
+
+
+def _draft_module(bundle: Bundle, source):
+    """The PyTorch draft, rebuilt from the manifest's draft source."""
+    from .exporter import ExportOptions, _draft
+
+    return _draft(source, ExportOptions(draft=bundle.manifest["graphs"]["draft"]["source"]))[0]
+
+
+def _draft_logits(module, ids):
+    import torch
+
+    n = len(ids)
+    past = [torch.zeros(1, 0, module.span.num_kv_heads, module.span.head_dim) for _ in range(2 * len(module.span.layers))]
+    out = module(torch.tensor([ids]), torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), *past)
+    return out[0][0].numpy()
