@@ -5,6 +5,7 @@ only once every graph is written and validated, so a failure never leaves a
 half-written bundle behind.
 """
 
+import json
 import platform
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from .split import Draft, Prefix, Suffix
 from .streams import StreamHeads
 
 DEFAULT_KAPPA = 8
+DRAFT_VOCAB_MAP = "draft_vocab_map.json"  # V' target ids, in draft-vocabulary order
 
 
 @dataclass
@@ -70,6 +72,8 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
             graphs[role] = _export_role(role, module, layers, tmp, config.hidden_size, facts)
             log(f"exported {role}.onnx (layers {layers[0]}..{layers[1] - 1}) in {time.perf_counter() - t:.1f}s")
         source.tokenizer.save_pretrained(tmp)
+        if draft_facts.get("vocab_map"):
+            (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft_module.vocab_map.tolist()))
         manifest = _manifest(source, spec, exit_layer, options.kappa, graphs, tmp)
         bundle = Bundle(tmp, manifest)
         bundle.save()
@@ -78,7 +82,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
 
             report = validate_bundle(bundle, source, thresholds=options.thresholds, log=log)
             if not report["passed"]:
-                failed = [c["name"] for c in report["checks"] if not c["passed"]]
+                failed = [f"{c['name']}/{c['graph']}" for c in report["checks"] if not c["passed"]]
                 raise MirrorError(f"export failed validation ({', '.join(failed)}): see the report above; "
                                   "use --no-validate to keep the bundle anyway")
         if output.exists():
@@ -108,9 +112,18 @@ def _draft(source: Source, options: ExportOptions):
         if not 1 <= k <= n:
             raise MirrorError(f"--draft layers:{k}: K must be in 1..{n} (the target's layer count)")
         return Draft(source.model, arch_spec(source.model.config), num_layers=k), {"source": choice, "streams": 0}
+    from ..distill.draft_dir import is_distilled_draft, load_draft
+
+    path = Path(choice)
+    if is_distilled_draft(path):
+        module = load_draft(path, source.model)
+        streams = module.stream_heads.config["num_streams"] if module.stream_heads is not None else 0
+        facts = {"source": str(path), "streams": streams}
+        if module.vocab_map is not None:
+            facts["vocab_map"] = DRAFT_VOCAB_MAP
+        return module, facts
     draft = load_source(choice, options.trust_remote_code)
     check_same_vocabulary(source.tokenizer, draft.tokenizer)
-    path = Path(choice)
     heads = StreamHeads.load(path) if path.is_dir() else None
     module = Draft(draft.model, arch_spec(draft.model.config), stream_heads=heads)
     return module, {"source": draft.description["source"], "streams": heads.config["num_streams"] if heads else 0}

@@ -50,21 +50,40 @@ class Suffix(nn.Module):
 
 class Draft(nn.Module):
     """A whole small decoder. ``stream_heads`` (optional) map the last hidden state to
-    the hidden state that predicts token t+1+j, through the shared norm and LM head."""
+    the hidden state that predicts token t+1+j, through the shared norm and LM head.
 
-    def __init__(self, hf_model, spec, num_layers: int | None = None, stream_heads: nn.Module | None = None):
+    A reduced-vocabulary draft (``vocab_map``: draft index -> target id) keeps the full
+    input embedding, but its LM head scores only V' target ids: ``logits`` and
+    ``stream_logits`` are over those V', while ``next_ids`` and ``stream_ids`` are
+    mapped back to target ids inside the graph (a Gather), so verification compares
+    target ids. Main and stream hidden states share one head MatMul: a memory-bound
+    decode step then reads the head's weights once, not once per stream.
+    """
+
+    def __init__(self, hf_model, spec, num_layers: int | None = None, stream_heads: nn.Module | None = None,
+                 vocab_map: torch.Tensor | None = None):
         super().__init__()
         n = num_layers or hf_model.config.num_hidden_layers
         self.embed = hf_model.model.embed_tokens
         self.span = DecoderSpan(hf_model, 0, n, spec)
         self.head = Head(hf_model)
         self.stream_heads = stream_heads
+        self.register_buffer("vocab_map", None if vocab_map is None else vocab_map.long(), persistent=False)
 
     def forward(self, input_ids, position_ids, attention_mask, *past):
         hidden, presents = self.span(self.embed(input_ids), position_ids, attention_mask, _pairs(past))
-        logits = self.head(hidden).float()
-        outputs = [logits, torch.argmax(logits, dim=-1)]
-        if self.stream_heads is not None:
-            stream_logits = self.head(self.stream_heads(hidden)).float()  # [B, S, streams, V]
-            outputs += [stream_logits, torch.argmax(stream_logits, dim=-1)]
+        logits, stream_logits = self.logits(hidden)
+        outputs = [logits, self.target_ids(torch.argmax(logits, dim=-1))]
+        if stream_logits is not None:
+            outputs += [stream_logits, self.target_ids(torch.argmax(stream_logits, dim=-1))]
         return (*outputs, *presents)
+
+    def logits(self, hidden):
+        """Main logits [..., V'] and, with stream heads, stream logits [..., streams, V'] (else None)."""
+        if self.stream_heads is None:
+            return self.head(hidden).float(), None
+        all_logits = self.head(torch.cat([hidden.unsqueeze(-2), self.stream_heads(hidden)], dim=-2)).float()
+        return all_logits[..., 0, :], all_logits[..., 1:, :]
+
+    def target_ids(self, draft_ids):
+        return draft_ids if self.vocab_map is None else self.vocab_map[draft_ids]

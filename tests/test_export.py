@@ -1,0 +1,190 @@
+"""Export: graphs, manifest, validation and parity on tiny random models of each family."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import export
+from tiny_models import build_tiny_model, tiny_tokenizer
+from mirror_ort.bundle import Bundle
+from mirror_ort.cli import main
+from mirror_ort.errors import MirrorError
+from mirror_ort.export.sources import load_source
+from mirror_ort.providers import ProviderChoice, create_session
+from mirror_ort.runtime.masks import causal_mask, positions
+from mirror_ort.runtime.session import GraphSession
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "qwen3"])
+def test_export_validates_each_family(tmp_path, tokenizer, arch):
+    model = build_tiny_model(tmp_path / "m", arch, layers=3, seed=1, tokenizer=tokenizer)
+    bundle = export(model, tmp_path / "bundle", draft="layers:1")
+    report = bundle.manifest["validation"]
+    assert report["passed"], report
+    checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
+    assert checks[("max_logit_diff", "prefix+suffix")]["value"] < 1e-3
+    assert checks[("argmax_agreement", "prefix+suffix")]["value"] == 1.0
+    assert checks[("topk_agreement", "prefix")]["value"] == 1.0
+    m = bundle.manifest
+    assert m["model"]["architecture"] == arch and m["early_exit"] == {**m["early_exit"], "layer": 1, "kappa": 8}
+    prefix = bundle.graph("prefix")
+    assert prefix.output_names[:3] == ["hidden", "exit_ids", "exit_logprobs"]
+    assert "logits" not in prefix.output_names  # the full early-exit logits never leave the graph
+    assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "seq", 8]
+    assert bundle.graph("suffix").layers == (1, 3) and bundle.graph("suffix").input_names[0] == "hidden"
+    assert m["tokenizer"]["eos_token_ids"] == [2] and m["tokenizer"]["chat_template"]
+
+
+def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
+    """Windows of 1 and several tokens on caches of several lengths reproduce the HF forward."""
+    bundle = Bundle.load(bundle_layers)
+    model = load_source(str(target_dir)).model
+    ids = np.random.default_rng(3).integers(0, bundle.vocab_size, 40)
+    with torch.no_grad():
+        out = model(torch.tensor(ids[None]), output_hidden_states=True)
+    ref = out.logits[0].numpy()
+    ref_exit = torch.topk(model.lm_head(model.model.norm(out.hidden_states[bundle.exit_layer]))[0], 8).indices.numpy()
+    sessions = {role: GraphSession(bundle.graph(role), create_session(bundle.graph(role).path, ProviderChoice()), 64)
+                for role in ("prefix", "suffix")}
+    start = 0
+    for seq in [5, 1, 1, 6, 3, 1, 8, 15]:
+        pos, mask = positions(start, seq), causal_mask(start, seq)
+        p = sessions["prefix"].run(ids[None, start:start + seq], pos, mask, outputs=("hidden", "exit_ids"))
+        s = sessions["suffix"].run(p["hidden"], pos, mask, outputs=("logits", "next_ids"))
+        np.testing.assert_allclose(s["logits"][0], ref[start:start + seq], atol=1e-4)
+        assert (s["next_ids"][0] == ref[start:start + seq].argmax(-1)).all()
+        for got, want in zip(p["exit_ids"][0], ref_exit[start:start + seq]):
+            assert set(got) == set(want)
+        start += seq
+    assert sessions["prefix"].cache.length == sessions["suffix"].cache.length == 40
+
+
+def test_bundle_files_and_weights_stored_once(bundle_layers):
+    files = sorted(p.name for p in bundle_layers.iterdir())
+    assert {"mirror_ort.json", "prefix.onnx", "suffix.onnx", "draft.onnx", "tokenizer.json"} <= set(files)
+    import onnx
+
+    prefix = onnx.load(str(bundle_layers / "prefix.onnx"))
+    embed_like = [i for i in prefix.graph.initializer if tuple(i.dims) in ((384, 64), (64, 384))]
+    assert len(embed_like) == 1  # the tied embedding / early-exit head weight is stored once
+
+
+def test_validate_cli_json(bundle_layers):
+    result = CliRunner().invoke(main, ["validate", str(bundle_layers), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] and any(c["name"] == "max_logit_diff" for c in report["checks"])
+
+
+def test_validate_fails_on_a_corrupted_graph(tmp_path, bundle_layers):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_layers, broken)
+    data = bytearray((broken / "suffix.onnx").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\x00" * 64
+    (broken / "suffix.onnx").write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["validate", str(broken), "--no-parity", "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert not report["passed"]
+    assert any(c["name"] == "sha256" and not c["passed"] for c in report["checks"])
+
+
+# -- bad input: one line, non-zero exit, nothing half-written --------------------------------
+
+def _cli_error(*args) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("mirror-ort: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr  # progress lines may come before
+    return errors[0]
+
+
+def test_bad_exit_layer_and_kappa(tmp_path, target_dir):
+    assert "--exit-layer 4 is outside 1..3" in _cli_error("export", str(target_dir), "-o", str(tmp_path / "a"), "--exit-layer", "4")
+    assert "--exit-layer 0 is outside 1..3" in _cli_error("export", str(target_dir), "-o", str(tmp_path / "a"), "--exit-layer", "0")
+    assert "--kappa 0 is outside 1..384" in _cli_error("export", str(target_dir), "-o", str(tmp_path / "a"), "--kappa", "0")
+    assert "--kappa 385" in _cli_error("export", str(target_dir), "-o", str(tmp_path / "a"), "--kappa", "385")
+    assert not (tmp_path / "a").exists()
+
+
+def test_missing_and_unreadable_models(tmp_path):
+    assert "does not exist" in _cli_error("export", str(tmp_path / "nope.gguf"), "-o", str(tmp_path / "o"))
+    (tmp_path / "bad.gguf").write_bytes(b"not a gguf at all")
+    assert "cannot read GGUF file" in _cli_error("export", str(tmp_path / "bad.gguf"), "-o", str(tmp_path / "o"))
+    (tmp_path / "emptydir").mkdir()
+    assert "no config.json" in _cli_error("export", str(tmp_path / "emptydir"), "-o", str(tmp_path / "o"))
+    assert "not found" in _cli_error("export", "no-such-org/no-such-model-xyz", "-o", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_architecture(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(tmp_path / "gpt2")
+    line = _cli_error("export", str(tmp_path / "gpt2"), "-o", str(tmp_path / "o"))
+    assert "unsupported architecture 'gpt2' (supported: llama, mistral, qwen2, qwen3)" in line
+
+
+def test_draft_with_another_tokenizer_is_refused(tmp_path, target_dir):
+    other = tiny_tokenizer(384)
+    vocab = other.backend_tokenizer.to_str()
+    data = json.loads(vocab)
+    a, b = list(data["model"]["vocab"].items())[100:102]
+    data["model"]["vocab"][a[0]], data["model"]["vocab"][b[0]] = b[1], a[1]  # swap two ids
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    swapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token="<|im_end|>")
+    draft = build_tiny_model(tmp_path / "d", layers=1, seed=3, tokenizer=swapped)
+    line = _cli_error("export", str(target_dir), "-o", str(tmp_path / "o"), "--draft", str(draft))
+    assert "the draft's tokenizer differs from the target's: token" in line and repr(a[0]) in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_nonempty_output_needs_force(tmp_path, target_dir):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    assert "exists and is not empty" in _cli_error("export", str(target_dir), "-o", str(out))
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+def test_failure_midway_leaves_nothing(tmp_path, target_dir):
+    """A validation failure (an impossible threshold) aborts after the graphs were written."""
+    line = _cli_error("export", str(target_dir), "-o", str(tmp_path / "o"), "--draft", "layers:1",
+                      "--max-logit-diff", "-1")
+    assert "export failed validation (max_logit_diff/prefix+suffix, max_logit_diff/draft)" in line
+    assert list(tmp_path.iterdir()) == []  # no bundle, no temporary directory
+
+
+def test_bad_draft_layers(tmp_path, target_dir):
+    assert "K must be in 1..4" in _cli_error("export", str(target_dir), "-o", str(tmp_path / "o"), "--draft", "layers:9")
+
+
+def test_manifest_mismatch_is_refused(tmp_path, bundle_layers):
+    import shutil
+
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle_layers, copy)
+    manifest = json.loads((copy / "mirror_ort.json").read_text())
+    manifest["graphs"]["suffix"]["outputs"][0]["name"] = "scores"
+    (copy / "mirror_ort.json").write_text(json.dumps(manifest))
+    with pytest.raises(MirrorError, match="suffix.onnx does not match the manifest: output scores"):
+        Pipeline.from_bundle(copy)
+
+
+@pytest.mark.slow
+def test_embedded_default_exports_end_to_end(tmp_path):
+    pytest.importorskip("gguf")
+    bundle = export(None, tmp_path / "smollm2", draft="layers:2")
+    report = bundle.manifest["validation"]
+    assert report["passed"], report
+    assert bundle.manifest["model"]["num_layers"] == 30 and bundle.manifest["tokenizer"]["eos_token_ids"] == [2]

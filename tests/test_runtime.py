@@ -1,0 +1,188 @@
+"""The runtime: ar, sd and mirror are lossless, concurrent and robust, on tiny random models."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from mirror_ort.errors import MirrorError
+from mirror_ort.runtime.kv_cache import KVCache
+from mirror_ort.runtime.pipeline import Pipeline
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time there was a little robot",
+    "Translate to German: The weather",
+    "Speculative decoding drafts tokens",
+]
+
+
+@pytest.fixture(scope="module")
+def pipes(bundle_layers, bundle_self, bundle_unrelated):
+    return {"layers": Pipeline.from_bundle(bundle_layers), "self": Pipeline.from_bundle(bundle_self),
+            "unrelated": Pipeline.from_bundle(bundle_unrelated)}
+
+
+def _ar(pipe, prompt, **kw):
+    return pipe.generate(prompt, method="ar", **kw).token_ids
+
+
+@pytest.mark.parametrize("name", ["layers", "self", "unrelated"])
+def test_greedy_is_lossless_over_settings(pipes, name):
+    pipe = pipes[name]
+    for prompt in PROMPTS:
+        want = _ar(pipe, prompt, max_new_tokens=24)
+        assert len(want) == 24
+        for method, gamma, kappa in itertools.product(("sd", "mirror"), (1, 3, 7), (1, 4, 8)):
+            if method == "sd" and kappa != 8:
+                continue  # kappa only shapes the mirror tree
+            got = pipe.generate(prompt, method=method, max_new_tokens=24, gamma=gamma, kappa=kappa, max_branches=6)
+            assert got.token_ids == want, (name, prompt, method, gamma, kappa)
+
+
+def test_identical_draft_takes_the_reuse_path(pipes):
+    """Every window is accepted, so the next window is the bonus token's branch: found in the
+    full tree whenever the bonus token is among the early-exit Top-kappa."""
+    r = pipes["self"].generate(PROMPTS[0], method="mirror", max_new_tokens=41, gamma=4, max_branches=40)
+    s = r.stats
+    assert s["mean_accepted"] > 4  # the whole window plus the bonus token, each step
+    assert s["reused_windows"] + s["fallback_windows"] == s["target_calls"] - 2  # all verify steps but the last
+    assert s["reuse_rate"] >= 0.5
+
+
+def test_unrelated_draft_takes_the_fallback_path(pipes):
+    s = pipes["unrelated"].generate(PROMPTS[2], method="mirror", max_new_tokens=40, gamma=3, kappa=1,
+                                    max_branches=1).stats
+    assert s["fallback_windows"] > 0 and s["fallback_rate"] > 0
+
+
+def test_stats_report_every_field(pipes):
+    s = pipes["layers"].generate(PROMPTS[1], method="mirror", max_new_tokens=16).stats
+    for key in ("method", "new_tokens", "tokens_per_s", "target_calls", "mean_accepted", "reuse_rate",
+                "fallback_rate", "draft_tokens_per_call", "target_ep", "draft_ep"):
+        assert key in s, key
+    assert s["target_ep"] == s["draft_ep"] == "CPUExecutionProvider"
+    assert s["new_tokens"] == 16
+    assert {"prefix", "suffix", "draft", "draft_tree", "wait", "glue"} <= set(s["seconds"])
+    assert s["seconds"]["draft_tree"] > 0 and s["seconds"]["prefix"] > 0
+
+
+def test_eos_inside_a_window_stops_every_method_at_the_same_token(pipes):
+    pipe = pipes["self"]
+    free = _ar(pipe, PROMPTS[3], max_new_tokens=30)
+    eos = free[9]  # pretend the 10th generated token is the end of text
+    original = pipe.bundle.manifest["tokenizer"]["eos_token_ids"]
+    pipe.bundle.manifest["tokenizer"]["eos_token_ids"] = [eos]
+    try:
+        want = _ar(pipe, PROMPTS[3], max_new_tokens=30)
+        assert want[-1] == eos and len(want) <= 10
+        for method in ("sd", "mirror"):
+            assert pipe.generate(PROMPTS[3], method=method, max_new_tokens=30, gamma=7).token_ids == want
+    finally:
+        pipe.bundle.manifest["tokenizer"]["eos_token_ids"] = original
+
+
+def test_max_length_boundary(bundle_layers):
+    pipe = Pipeline.from_bundle(bundle_layers, max_length=20)
+    prompt_len = len(pipe.encode(PROMPTS[0]))
+    want = _ar(pipe, PROMPTS[0], max_new_tokens=100)
+    assert len(want) == 20 - prompt_len
+    for method in ("sd", "mirror"):
+        assert pipe.generate(PROMPTS[0], method=method, max_new_tokens=100, gamma=7).token_ids == want
+
+
+def test_prompt_longer_than_capacity_fails_before_work(bundle_layers):
+    pipe = Pipeline.from_bundle(bundle_layers, max_length=8)
+    with pytest.raises(MirrorError, match="the prompt has .* tokens but the capacity is 8"):
+        pipe.generate("one two three four five six seven eight nine ten eleven")
+
+
+def test_a_failing_draft_worker_finishes_with_the_target(bundle_unrelated, capsys):
+    """A real failure inside the draft thread: its cache is too small for the tree."""
+    pipe = Pipeline.from_bundle(bundle_unrelated)
+    want = _ar(pipe, PROMPTS[0], max_new_tokens=30)
+    prompt_len = len(pipe.encode(PROMPTS[0]))
+    spec = pipe.draft.spec
+    pipe.draft.cache = KVCache(spec.layers[1] - spec.layers[0], prompt_len + 12, spec.num_kv_heads, spec.head_dim)
+    result = pipe.generate(PROMPTS[0], method="mirror", max_new_tokens=30, gamma=3)
+    assert result.token_ids == want
+    assert "exceeds the cache capacity" in result.stats["draft_error"]
+    assert capsys.readouterr().err.count("the draft failed") == 1
+
+
+def test_sampling_is_reproducible_for_a_seed(pipes):
+    pipe = pipes["unrelated"]
+    kw = dict(max_new_tokens=20, temperature=0.9, top_p=0.95, seed=11)
+    for method in ("ar", "sd", "mirror"):
+        a = pipe.generate(PROMPTS[0], method=method, **kw).token_ids
+        assert a == pipe.generate(PROMPTS[0], method=method, **kw).token_ids
+
+
+def _exact_distribution(pipe, prompt_ids, steps, top_k, temperature):
+    """Exact probability of every top-k continuation of ``steps`` tokens, from the target itself."""
+    from mirror_ort.runtime.sampling import Decoding, distribution
+    from mirror_ort.runtime.target import Target
+    from mirror_ort.runtime.stats import Stats
+
+    decoding = Decoding(temperature, 1.0, top_k)
+    target = Target(pipe.prefix, pipe.suffix, Stats())
+    probs = {}
+
+    def walk(ids, p):
+        if len(ids) - len(prompt_ids) == steps:
+            probs[tuple(ids[len(prompt_ids):])] = p
+            return
+        target.reset()
+        logits = target.score(ids, greedy=False)[-1]
+        dist = distribution(logits, decoding)
+        for token in np.flatnonzero(dist > 0):
+            walk(ids + [int(token)], p * dist[token])
+
+    walk(list(prompt_ids), 1.0)
+    return probs
+
+
+@pytest.mark.parametrize("name", ["unrelated", "layers"])
+def test_sampling_matches_the_target_distribution(pipes, name):
+    """Chi-square goodness of fit of 3-token continuations against the exact target distribution.
+    False-alarm rate: 1e-3 per method (the threshold on the p-value)."""
+    pipe = pipes[name]
+    steps, top_k, temperature, draws = 3, 3, 1.5, 600
+    prompt_ids = pipe.encode(PROMPTS[4])
+    exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
+    outcomes = sorted(exact)
+    expected = np.array([exact[o] for o in outcomes]) * draws
+    for method in ("ar", "sd", "mirror"):
+        counts = dict.fromkeys(outcomes, 0)
+        for seed in range(draws):
+            ids = pipe.generate(prompt_ids, method=method, max_new_tokens=steps, temperature=temperature,
+                                top_k=top_k, seed=1000 * (name == "layers") + seed, gamma=2).token_ids
+            counts[tuple(ids)] += 1
+        observed = np.array([counts[o] for o in outcomes])
+        # pool outcomes expected fewer than 5 times into one bin
+        small = expected < 5
+        obs = np.append(observed[~small], observed[small].sum())
+        exp = np.append(expected[~small], expected[small].sum())
+        keep = exp > 0
+        p_value = scipy_stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
+        assert p_value > 1e-3, (name, method, p_value)
+
+
+def test_sampling_test_detects_a_wrong_distribution(pipes):
+    """The goodness-of-fit test above can fail: samples at another temperature are rejected."""
+    pipe = pipes["layers"]
+    prompt_ids = pipe.encode(PROMPTS[4])
+    exact = _exact_distribution(pipe, prompt_ids, 3, 3, 1.5)
+    outcomes = sorted(exact)
+    counts = dict.fromkeys(outcomes, 0)
+    for seed in range(600):
+        ids = pipe.generate(prompt_ids, method="ar", max_new_tokens=3, temperature=0.7, top_k=3, seed=seed).token_ids
+        counts[tuple(ids)] += 1
+    expected = np.array([exact[o] for o in outcomes]) * 600
+    observed = np.array([counts[o] for o in outcomes])
+    small = expected < 5
+    obs = np.append(observed[~small], observed[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    assert scipy_stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue < 1e-3
