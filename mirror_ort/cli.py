@@ -56,8 +56,17 @@ def _with(options):
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("--no-validate", is_flag=True, help="Skip validation after export.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+@click.option("--static", is_flag=True,
+              help="Export the draft with static shapes (batch 1, window W, K/V capacity C), as NPU providers "
+                   "such as qnn require.")
+@click.option("--static-seq", type=int,
+              help="New tokens per static draft call W (default 16: one draft-tree level); implies --static.")
+@click.option("--static-capacity", type=int,
+              help="K/V positions of the static draft C (default 512); it bounds prompt + output + draft "
+                   "tree; implies --static.")
 @_with(_threshold_options)
-def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, **thresholds):
+def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, static, static_seq,
+           static_capacity, **thresholds):
     """Split MODEL into prefix/suffix graphs, export the draft, and write a bundle.
 
     MODEL is a Hugging Face id, a local model directory, a .gguf file, or
@@ -67,7 +76,9 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
 
     options = ExportOptions(exit_layer=exit_layer, kappa=kappa, draft=None if draft == "none" else draft,
                             force=force, validate=not no_validate, trust_remote_code=trust_remote_code,
-                            thresholds=_thresholds(**thresholds))
+                            thresholds=_thresholds(**thresholds),
+                            static={"seq": static_seq, "capacity": static_capacity}
+                            if static or static_seq or static_capacity else None)
     export_bundle(model, output, options, log=lambda m: click.echo(m, err=True))
 
 
@@ -171,6 +182,9 @@ def providers(as_json):
     described = describe_providers()
     click.echo(json.dumps(described, indent=2) if as_json else format_providers(described))
 
+
+from .bench.cli import bench  # noqa: E402
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

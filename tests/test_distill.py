@@ -229,3 +229,53 @@ def test_draft_refuses_another_target(source, vocab_map, tmp_path, tokenizer):
     other = load_source(str(build_tiny_model(tmp_path / "other", layers=2, seed=3, tokenizer=tokenizer)))
     with pytest.raises(MirrorError, match="distilled from another target"):
         load_draft(tmp_path / "draft", other.model)
+
+
+@pytest.fixture(scope="module")
+def distilled_pipe(source, data, vocab_map, target_dir, tmp_path_factory):
+    """A bundle whose draft is a briefly distilled one with a reduced vocabulary and two streams."""
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    work = tmp_path_factory.mktemp("distilled")
+    draft = fresh_draft(source, vocab_map)
+    trainer_for(draft, data, vocab_map, work, max_steps=40).run()
+    save_draft(draft.eval(), work / "draft", source.model, source.tokenizer)
+    return Pipeline.from_bundle(export(target_dir, work / "bundle", draft=str(work / "draft")).path)
+
+
+def test_sd_and_mirror_with_a_distilled_draft_are_lossless_greedy(distilled_pipe):
+    pipe, accepted = distilled_pipe, 0
+    for prompt in ("Translate to German: The weather is nice", "def fibonacci(n):", "Once upon a time"):
+        want = pipe.generate(prompt, method="ar", max_new_tokens=30).token_ids
+        for method in ("sd", "mirror"):
+            for gamma in (1, 3, 6):
+                result = pipe.generate(prompt, method=method, max_new_tokens=30, gamma=gamma)
+                assert result.token_ids == want, (prompt, method, gamma)
+                accepted += result.stats["accepted_draft_tokens"]
+    assert accepted > 0  # the draft's target ids (mapped in-graph) do get accepted
+
+
+def test_sampling_with_a_distilled_draft_keeps_the_target_distribution(distilled_pipe):
+    """Chi-square fit of 3-token continuations to the exact target distribution (see test_runtime):
+    the runtime scatters the draft's V' probabilities into the target vocabulary."""
+    from scipy import stats as scipy_stats
+    from test_runtime import _exact_distribution
+
+    pipe, steps, top_k, temperature, draws = distilled_pipe, 3, 3, 1.5, 400
+    prompt_ids = pipe.encode("Once upon a time there was")
+    exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
+    outcomes = sorted(exact)
+    expected = np.array([exact[o] for o in outcomes]) * draws
+    for method in ("sd", "mirror"):
+        counts = dict.fromkeys(outcomes, 0)
+        for seed in range(draws):
+            ids = pipe.generate(prompt_ids, method=method, max_new_tokens=steps, temperature=temperature,
+                                top_k=top_k, seed=seed, gamma=2).token_ids
+            counts[tuple(ids)] += 1
+        observed = np.array([counts[o] for o in outcomes])
+        small = expected < 5
+        obs = np.append(observed[~small], observed[small].sum())
+        exp = np.append(expected[~small], expected[small].sum())
+        keep = exp > 0
+        p_value = scipy_stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
+        assert p_value > 1e-3, (method, p_value)

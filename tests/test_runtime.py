@@ -108,7 +108,7 @@ def test_a_failing_draft_worker_finishes_with_the_target(bundle_unrelated, capsy
     pipe.draft.cache = KVCache(spec.layers[1] - spec.layers[0], prompt_len + 12, spec.num_kv_heads, spec.head_dim)
     result = pipe.generate(PROMPTS[0], method="mirror", max_new_tokens=30, gamma=3)
     assert result.token_ids == want
-    assert "exceeds the cache capacity" in result.stats["draft_error"]
+    assert result.stats["draft_error"]  # the worker's real exception, reported
     assert capsys.readouterr().err.count("the draft failed") == 1
 
 

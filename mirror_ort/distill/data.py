@@ -27,7 +27,7 @@ PLAN = "plan.json"
 
 @dataclass
 class DataOptions:
-    samples_per_prompt: int = 2
+    samples_per_prompt: int = 1
     max_new_tokens: int = 160
     temperature: float = 0.8
     top_k: int = 16  # soft-target size kept per position

@@ -30,6 +30,7 @@ DRAFT_FACTS = "draft.json"
 DRAFT_WEIGHTS = "draft.safetensors"
 VOCAB_MAP = "vocab_map.json"
 FORMAT = "mirror-ort-distilled-draft/1"
+PACKAGED_DRAFTS = Path(__file__).resolve().parent.parent / "drafts"
 
 
 @dataclass
@@ -37,6 +38,14 @@ class DraftShape:
     layers: int
     streams: int
     stream_intermediate: int  # hidden width of each stream head's MLP
+
+
+def packaged_draft(description: dict) -> Path | None:
+    """The draft shipped in ``mirror_ort/drafts/`` for an embedded default model, if any."""
+    if description.get("kind") != "embedded-gguf":
+        return None
+    path = PACKAGED_DRAFTS / description["source"]
+    return path if is_distilled_draft(path) else None
 
 
 def is_distilled_draft(path) -> bool:
@@ -85,7 +94,7 @@ def save_draft(draft: Draft, directory: Path, target, tokenizer, dtype: torch.dt
         **({"provenance": provenance} if provenance else {}),
     }
     (directory / DRAFT_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
-    tokenizer.save_pretrained(directory)
+    tokenizer.save_pretrained(directory, legacy_format=False)  # fast files only: no 98 MB slow-tokenizer copy
 
 
 def load_draft(directory: Path, target) -> Draft:
@@ -136,7 +145,7 @@ def _empty_model(config, embedding):
     from transformers import AutoModelForCausalLM
 
     config.tie_word_embeddings = False
-    hf = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_config(config)
     hf.model.embed_tokens = embedding
     embedding.weight.requires_grad_(False)
     return hf

@@ -106,6 +106,7 @@ def _main(argv=None) -> None:
     parser.add_argument("--target", default=None)
     parser.add_argument("--cache", type=Path, required=True, help="where the target's greedy answers are cached")
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--per-category", type=int, default=None, help="use only the first N questions of each category")
     parser.add_argument("--gamma", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -114,7 +115,12 @@ def _main(argv=None) -> None:
     source = load_source(args.target)
     draft = load_draft(args.draft, source.model)
     rows = [json.loads(line) for line in args.questions.read_text().splitlines() if line.strip()]
-    prompts = [Prompt(r["category"], r["turns"][0]) for r in rows]
+    taken = defaultdict(int)
+    prompts = []
+    for r in rows:
+        taken[r["category"]] += 1
+        if args.per_category is None or taken[r["category"]] <= args.per_category:
+            prompts.append(Prompt(r["category"], r["turns"][0]))  # the first turn of multi-turn questions
     options = DataOptions(samples_per_prompt=0, max_new_tokens=args.max_new_tokens)
     data = generate_data(source.model, source.tokenizer, prompts, args.cache, options, seed=0,
                          progress=lambda i, n: print(f"\rtarget answers: batch {i}/{n}", end="", flush=True))

@@ -40,7 +40,7 @@ WARMUP_STEPS = 20
 class TrainOptions:
     minutes: float = 30.0
     max_steps: int | None = None
-    lr: float = 5e-4
+    lr: float = 1e-3
     batch_size: int = 8  # sequences per step
     stream_weight: float = 0.1
     checkpoint_minutes: float = 2.0

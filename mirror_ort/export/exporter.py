@@ -23,6 +23,7 @@ from .architectures import arch_spec, attention_span_limit
 from .onnx_graph import export_graph, graph_io
 from .sources import Source, check_same_vocabulary, load_source
 from .split import Draft, Prefix, Suffix
+from .static import export_static_draft, static_sizes
 from .streams import StreamHeads
 
 DEFAULT_KAPPA = 8
@@ -38,6 +39,7 @@ class ExportOptions:
     validate: bool = True
     trust_remote_code: bool = False
     thresholds: dict | None = None
+    static: dict | None = None  # {"seq": W, "capacity": C}: a static-shape draft for NPUs (export/static.py)
 
 
 def export_bundle(model: str | None, output, options: ExportOptions = ExportOptions(), log=print) -> Bundle:
@@ -55,6 +57,9 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     if not 1 <= options.kappa <= config.vocab_size:
         raise MirrorError(f"--kappa {options.kappa} is outside 1..{config.vocab_size} (the vocabulary size)")
     draft_module, draft_facts = _draft(source, options)
+    static = static_sizes(options.static, config.max_position_embeddings)
+    if static and draft_module is None:
+        raise MirrorError("--static shapes the draft graph but this export has none: drop --draft none")
     log(f"loaded {source.description['source']} ({config.model_type}, {n} layers) in {time.perf_counter() - t0:.1f}s")
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +74,12 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
             t = time.perf_counter()
             facts = draft_facts if role == "draft" else {}
             layers = layers or (0, len(module.span.layers))
-            graphs[role] = _export_role(role, module, layers, tmp, config.hidden_size, facts)
+            if role == "draft" and static:
+                graphs[role] = export_static_draft(module, layers, tmp, static, facts)
+            else:
+                graphs[role] = _export_role(role, module, layers, tmp, config.hidden_size, facts)
             log(f"exported {role}.onnx (layers {layers[0]}..{layers[1] - 1}) in {time.perf_counter() - t:.1f}s")
-        source.tokenizer.save_pretrained(tmp)
+        source.tokenizer.save_pretrained(tmp, legacy_format=False)  # tokenizer.json only: no slow-tokenizer files
         if draft_facts.get("vocab_map"):
             (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft_module.vocab_map.tolist()))
         manifest = _manifest(source, spec, exit_layer, options.kappa, graphs, tmp)
@@ -103,7 +111,10 @@ def _draft(source: Source, options: ExportOptions):
     if choice is None or choice == "none":
         return None, {}
     if choice == "auto":
-        choice = f"layers:{max(1, n // 8)}"
+        from ..distill.draft_dir import packaged_draft
+
+        packaged = packaged_draft(source.description)
+        choice = str(packaged) if packaged else f"layers:{max(1, n // 8)}"
     if choice.startswith("layers:"):
         try:
             k = int(choice.split(":", 1)[1])
@@ -137,9 +148,10 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
     first = torch.randn(b, s, hidden_size) if role == "suffix" else torch.randint(0, 100, (b, s))
     positions = torch.arange(p, p + s).expand(b, s).contiguous()
     mask = torch.zeros(b, 1, s, p + s)
+    head_rows = torch.tensor([0, s - 1])
     past = tuple(torch.zeros(b, p, cfg_heads, head_dim) for _ in range(2 * num_layers))
-    batch, seq, past_len, total = Dim("batch"), Dim("seq"), Dim("past"), Dim("total")
-    dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch, 2: seq, 3: total},
+    batch, seq, past_len, total, rows = Dim("batch"), Dim("seq"), Dim("past"), Dim("total"), Dim("rows")
+    dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch, 2: seq, 3: total}, {0: rows},
                tuple({0: batch, 1: past_len} for _ in past))
     kv = [f"{io}.{i}.{t}" for i in range(*layers) for t in ("key", "value") for io in ("past",)]
     presents = [n.replace("past.", "present.") for n in kv]
@@ -147,7 +159,8 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
     outputs = {"prefix": ["hidden", "exit_ids", "exit_logprobs"], "suffix": ["logits", "next_ids"],
                "draft": ["logits", "next_ids"] + (["stream_logits", "stream_ids"] if facts.get("streams") else [])}[role]
     path = directory / f"{role}.onnx"
-    export_graph(module, (first, positions, mask, *past), [first_name, "position_ids", "attention_mask", *kv],
+    export_graph(module, (first, positions, mask, head_rows, *past),
+                 [first_name, "position_ids", "attention_mask", "head_rows", *kv],
                  outputs + presents, dynamic, path)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
             **graph_io(path), "static": None, **facts}

@@ -7,6 +7,11 @@
 * ``Draft``: a small decoder with its own head, plus optional speculative-streaming
   heads that predict tokens t+2 .. t+1+S from the same forward pass.
 
+Every graph applies its head only to ``head_rows`` (indices into the new positions):
+the LM head is a small model's largest matrix, and most positions need no head:
+a prompt needs one row, a target-only step no early exit, a draft-tree level
+only each branch's last token.
+
 Design choice the paper leaves open: the early-exit head applies the final
 RMSNorm before the shared LM head (the hidden state at l_e is not normalised).
 """
@@ -29,9 +34,9 @@ class Prefix(nn.Module):
         self.head = Head(hf_model)
         self.kappa = kappa
 
-    def forward(self, input_ids, position_ids, attention_mask, *past):
+    def forward(self, input_ids, position_ids, attention_mask, head_rows, *past):
         hidden, presents = self.span(self.embed(input_ids), position_ids, attention_mask, _pairs(past))
-        logprobs = torch.log_softmax(self.head(hidden).float(), dim=-1)
+        logprobs = torch.log_softmax(self.head(hidden.index_select(1, head_rows)).float(), dim=-1)
         exit_logprobs, exit_ids = torch.topk(logprobs, self.kappa, dim=-1)
         return (hidden, exit_ids, exit_logprobs, *presents)
 
@@ -42,9 +47,9 @@ class Suffix(nn.Module):
         self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec)
         self.head = Head(hf_model)
 
-    def forward(self, hidden, position_ids, attention_mask, *past):
+    def forward(self, hidden, position_ids, attention_mask, head_rows, *past):
         hidden, presents = self.span(hidden, position_ids, attention_mask, _pairs(past))
-        logits = self.head(hidden).float()
+        logits = self.head(hidden.index_select(1, head_rows)).float()
         return (logits, torch.argmax(logits, dim=-1), *presents)
 
 
@@ -70,9 +75,9 @@ class Draft(nn.Module):
         self.stream_heads = stream_heads
         self.register_buffer("vocab_map", None if vocab_map is None else vocab_map.long(), persistent=False)
 
-    def forward(self, input_ids, position_ids, attention_mask, *past):
+    def forward(self, input_ids, position_ids, attention_mask, head_rows, *past):
         hidden, presents = self.span(self.embed(input_ids), position_ids, attention_mask, _pairs(past))
-        logits, stream_logits = self.logits(hidden)
+        logits, stream_logits = self.logits(hidden.index_select(1, head_rows))
         outputs = [logits, self.target_ids(torch.argmax(logits, dim=-1))]
         if stream_logits is not None:
             outputs += [stream_logits, self.target_ids(torch.argmax(stream_logits, dim=-1))]

@@ -88,7 +88,11 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
     prefix = GraphSession(bundle.graph("prefix"), create_session(bundle.graph("prefix").path, ProviderChoice()), length)
     suffix = GraphSession(bundle.graph("suffix"), create_session(bundle.graph("suffix").path, ProviderChoice()), length)
     draft = draft_module = None
-    if bundle.has_draft:
+    # A static draft (--static) runs through the runtime's padding path, like any run; it is
+    # skipped only when its fixed K/V capacity cannot hold the check's sequence.
+    static = bundle.graph("draft").static if bundle.has_draft else None
+    skipped_draft = static is not None and static["capacity"] < length
+    if bundle.has_draft and not skipped_draft:
         draft = GraphSession(bundle.graph("draft"), create_session(bundle.graph("draft").path, ProviderChoice()), length)
         draft_module = _draft_module(bundle, source)
 
@@ -140,6 +144,10 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
         ]
     for c in checks:
         c["positions"] = n
+    if skipped_draft:
+        checks.append({"name": "parity", "graph": "draft", "passed": True,
+                       "skipped": f"the static draft's capacity {static['capacity']} is below the check's "
+                                  f"{length} positions"})
     return checks
 
 
@@ -155,5 +163,5 @@ def _draft_logits(module, ids):
 
     n = len(ids)
     past = [torch.zeros(1, 0, module.span.num_kv_heads, module.span.head_dim) for _ in range(2 * len(module.span.layers))]
-    out = module(torch.tensor([ids]), torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), *past)
+    out = module(torch.tensor([ids]), torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), torch.arange(n), *past)
     return out[0][0].numpy()

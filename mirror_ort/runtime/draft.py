@@ -38,17 +38,18 @@ class Drafter:
         self.vocab_size = vocab_size
         self.vocab_map = vocab_map  # draft vocabulary index -> target id (reduced-vocabulary drafts)
 
-    def run(self, tokens, position_ids, mask) -> dict:
-        """One forward pass over new positions; returns what proposing tokens needs."""
+    def run(self, tokens, position_ids, mask, rows: list[int]) -> dict:
+        """One forward pass over new positions; the heads run on ``rows`` only."""
         if self.decoding.greedy:
             names = ("next_ids", "stream_ids") if self.streams else ("next_ids",)
         else:
             names = ("logits", "stream_logits") if self.streams else ("logits",)
         self.stats.draft_calls += 1
-        return self.session.run(np.asarray(tokens, dtype=np.int64)[None], position_ids, mask, outputs=names)
+        return self.session.run(np.asarray(tokens, dtype=np.int64)[None], position_ids, mask,
+                                np.asarray(rows, dtype=np.int64), outputs=names)
 
     def proposals(self, out: dict, row: int, position: int, limit: int) -> Window:
-        """Up to ``limit`` tokens proposed by one row of a forward pass: the main head's
+        """Up to ``limit`` tokens proposed by one head row of a forward pass: the main head's
         token at ``position``, then each stream's at the following positions."""
         if self.decoding.greedy:
             ids = [int(out["next_ids"][0, row])]
@@ -78,7 +79,7 @@ class Drafter:
         feed = tokens[self.cache.length:]
         if feed:
             start = self.cache.length
-            self.run(feed, positions(start, len(feed)), causal_mask(start, len(feed)))
+            self.run(feed, positions(start, len(feed)), causal_mask(start, len(feed)), rows=[])
 
     def propose(self, committed: list[int], gamma: int) -> Window:
         """Draft ``gamma`` tokens after ``committed``, feeding whatever the cache lacks first."""
@@ -87,8 +88,8 @@ class Drafter:
         with self.stats.timed("draft"):
             while len(window) < gamma:
                 start = self.cache.length
-                out = self.run(feed, positions(start, len(feed)), causal_mask(start, len(feed)))
-                chunk = self.proposals(out, len(feed) - 1, start + len(feed), gamma - len(window))
+                out = self.run(feed, positions(start, len(feed)), causal_mask(start, len(feed)), rows=[len(feed) - 1])
+                chunk = self.proposals(out, 0, start + len(feed), gamma - len(window))
                 window.tokens += chunk.tokens
                 window.q += chunk.q
                 self.stats.serial_draft_calls += 1

@@ -112,13 +112,13 @@ class DraftTree:
             first_position = b.base + len(b.slots)
             for j, token in enumerate(b.unfed):
                 b.slots.append(node(token, first_position + j, (b.base, list(b.slots))))
-            rows.append((b, len(tokens) - 1, b.base + len(b.slots)))
+            rows.append((b, len(tokens) - 1, b.base + len(b.slots)))  # the head runs on each branch's tip
         mask = np.full((1, 1, len(tokens), start + len(tokens)), MASKED, dtype=np.float32)
         for r, (base, slots) in enumerate(visible):
             mask[0, 0, r, :base] = 0.0
             mask[0, 0, r, slots] = 0.0
-        out = self.drafter.run(tokens, np.array([pos], dtype=np.int64), mask)
-        for b, row, position in rows:
+        out = self.drafter.run(tokens, np.array([pos], dtype=np.int64), mask, [tip for _, tip, _ in rows])
+        for row, (b, _, position) in enumerate(rows):
             chunk = self.drafter.proposals(out, row, position, self.gamma - len(b.rollout))
             b.rollout.tokens += chunk.tokens
             b.rollout.q += chunk.q

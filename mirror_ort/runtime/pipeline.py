@@ -74,7 +74,9 @@ class Pipeline:
         suffix = session("suffix", target_ep, target_threads, max_length)
         draft = None
         if load_draft and bundle.has_draft:
-            draft = session("draft", draft_ep, draft_threads, max_length + TREE_CAPACITY)
+            static = bundle.graph("draft").static  # a static draft's capacity is fixed by its graph
+            draft = session("draft", draft_ep, draft_threads,
+                            static["capacity"] if static else max_length + TREE_CAPACITY)
         return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length)
 
     def encode(self, prompt: str | list[int] | None = None, messages: list[dict] | None = None,
@@ -120,9 +122,10 @@ class Pipeline:
         if len(tokens) >= self.max_length:
             raise MirrorError(f"the prompt has {len(tokens)} tokens but the capacity is {self.max_length}: "
                               "shorten it or raise --max-length")
+        max_length = self._usable_length(method, gamma, max_branches, len(tokens))
         decoding = Decoding(temperature, top_p, top_k, seed)
         rand = Randomness(seed, self.max_length + 1)
-        seq = Sequence(tokens, max_new_tokens, self.bundle.eos_token_ids, self.max_length)
+        seq = Sequence(tokens, max_new_tokens, self.bundle.eos_token_ids, max_length)
         stats = Stats(method=method, target_ep=self.prefix.provider, prompt_tokens=len(tokens),
                       draft_ep=self.draft.provider if self.draft and method != "ar" else None)
         target = Target(self.prefix, self.suffix, stats)
@@ -148,6 +151,23 @@ class Pipeline:
             if worker is not None:
                 worker.close()
             stats.seconds["total"] = time.perf_counter() - start
+
+
+    def _usable_length(self, method: str, gamma: int, max_branches: int, prompt_tokens: int) -> int:
+        """The longest sequence this generation may reach. A static draft's cache is fixed at its
+        exported capacity C, which must also hold the draft's window (sd) or tree (mirror:
+        at most gamma * (max_branches + 2) positions) beyond the committed tokens."""
+        if method == "ar" or not self.draft.static:
+            return self.max_length
+        reserve = gamma * (max_branches + 2) if method == "mirror" else gamma
+        usable = min(self.max_length, self.draft.capacity - reserve)
+        if prompt_tokens >= usable:
+            raise MirrorError(
+                f"the prompt has {prompt_tokens} tokens but the static draft's capacity {self.draft.capacity} "
+                f"leaves {max(usable, 0)} for the sequence ({reserve} positions are kept for the draft's "
+                f"{'tree' if method == 'mirror' else 'window'}): shorten the prompt, lower --gamma/--max-branches, "
+                "or re-export with a larger --static-capacity")
+        return usable
 
 
 def _read_json(path: Path):

@@ -15,7 +15,7 @@ def generate_sd(target, drafter, seq, decoding, rand, stats, gamma: int):
         n = len(seq.tokens)
         gamma_now = seq.window_size(gamma)
         window = drafter.propose(seq.tokens, gamma_now) if gamma_now else Window()
-        out = target.score([seq.tokens[-1]] + window.tokens, decoding.greedy)
+        out = target.score([seq.tokens[-1]] + window.tokens, decoding.greedy, last_only=False)
         accepted, token = verify(window, out, n, decoding, rand)
         target.truncate(n + accepted)
         drafter.rollback(n, window, accepted)

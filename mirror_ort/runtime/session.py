@@ -6,6 +6,7 @@ import onnxruntime as ort
 from ..bundle import GraphSpec
 from ..errors import MirrorError
 from .kv_cache import KVCache
+from .masks import MASKED
 
 _NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
@@ -17,37 +18,56 @@ class GraphSession:
     present K/V outputs to the positions right after, and the other outputs to
     reusable buffers. The caller decides what the new length is (``cache.length``):
     a window can be scored, then partly kept.
+
+    A static-shape graph (``spec.static``, exported with ``--static`` for NPUs) takes a fixed
+    window W over the whole K/V capacity C: ``run`` pads to W (or goes in chunks of W), and its
+    cache capacity is C whatever the caller asks (see ``_run_static``).
     """
 
     def __init__(self, spec: GraphSpec, session: ort.InferenceSession, capacity: int):
         self.spec = spec
         self.session = session
         _check_io(spec, session)
-        self.cache = KVCache(spec.layers[1] - spec.layers[0], capacity, spec.num_kv_heads, spec.head_dim)
+        self.static = spec.static
+        self.capacity = self.static["capacity"] if self.static else capacity
+        # A static graph writes all W present rows: the buffer has room for a padded window at C.
+        rows = self.capacity + (self.static["seq"] if self.static else 0)
+        self.cache = KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim)
+        self._static_inputs: dict[str, np.ndarray] | None = None
+        self._provider = _provider(session)
         self.binding = session.io_binding()
         self.first_input = spec.input_names[0]  # input_ids or hidden
         self._outputs = {v["name"]: v for v in spec.outputs if not v["name"].startswith("present.")}
         self._buffers: dict[str, np.ndarray] = {}
+        self._all_rows = np.arange(capacity, dtype=np.int64)
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        """The EP that runs the graph, from ONNX Runtime's record of which EP took which node;
+        ``A+B`` when nodes were split (``--allow-cpu-fallback``)."""
+        return self._provider
 
-    def run(self, first, position_ids: np.ndarray, attention_mask: np.ndarray, past: int | None = None,
-            outputs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-        """Score ``seq`` new positions on top of ``past`` cached ones (default: all of them).
+    def run(self, first, position_ids: np.ndarray, attention_mask: np.ndarray, head_rows: np.ndarray | None = None,
+            past: int | None = None, outputs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Score ``seq`` new positions on top of ``past`` cached ones (default: all of them),
+        with the head on ``head_rows`` of them (default: all).
 
         Returns views of reusable buffers: copy what must outlive the next call.
         """
         seq = position_ids.shape[1]
+        rows = self._all_rows[:seq] if head_rows is None else head_rows
         past = self.cache.length if past is None else past
-        if past + seq > self.cache.capacity:
-            raise MirrorError(f"sequence of {past + seq} positions exceeds the cache capacity {self.cache.capacity}: raise --max-length")
+        if past + seq > self.capacity:
+            fix = ("re-export with a larger --static-capacity" if self.static else "raise --max-length")
+            raise MirrorError(f"sequence of {past + seq} positions exceeds the cache capacity {self.capacity}: {fix}")
+        if self.static:
+            return self._run_static(first, position_ids, attention_mask, head_rows, past, outputs)
         b = self.binding
         b.clear_binding_outputs()  # bind exactly this call's outputs
         self._bind_input(self.first_input, first)
         self._bind_input("position_ids", position_ids)
         self._bind_input("attention_mask", attention_mask)
+        self._bind_input("head_rows", rows)
         for layer, (pk, pv, nk, nv) in enumerate(self.spec.kv_names):
             for kind, (past_name, present_name) in enumerate(((pk, nk), (pv, nv))):
                 self._bind_input(past_name, self.cache.rows(layer, kind, 0, past))
@@ -55,12 +75,91 @@ class GraphSession:
                 b.bind_output(present_name, "cpu", 0, np.float32, present.shape, present.ctypes.data)
         result = {}
         for name in outputs:
-            buf = self._buffer(name, seq)
+            buf = self._buffer(name, len(rows) if self._outputs[name]["shape"][1] == "rows" else seq)
             b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
             result[name] = buf
         self.session.run_with_iobinding(b)
         self.cache.length = past + seq
         return result
+
+    def _run_static(self, first, position_ids, attention_mask, head_rows, past: int, outputs) -> dict[str, np.ndarray]:
+        """Run S new positions through a graph fixed at W new positions on a C-row cache.
+
+        Chunk k (rows [kW, kW + s) of the S, s <= W) starts at ``base = past + kW``:
+        * inputs padded to W (ids 0, positions repeat the chunk's last one), and the chunk's
+          share of ``head_rows`` (default: all S rows) padded to W with row 0;
+        * past = the whole cache [0, C); mask cache columns [0, base) keep their index, the
+          chunk's own columns move to C + r, everything else is masked. Padding rows see only
+          themselves, so no softmax row is all-masked (which is NaN where -1e9 becomes -inf in
+          fp16, as on an NPU);
+        * presents go to cache rows [base, base + W): the real rows land where the dynamic
+          graph would put them; the padding rows after them are beyond ``cache.length``.
+        Every non-present output of a static graph is a head output, one row per head row:
+        [1, len(head_rows), ...], a view of a reusable buffer when one chunk holds them all.
+        """
+        w, c = self.static["seq"], self.static["capacity"]
+        seq = position_ids.shape[1]
+        wanted = np.arange(seq, dtype=np.int64) if head_rows is None else np.asarray(head_rows, dtype=np.int64)
+        inputs = self._static_inputs
+        if inputs is None or inputs["first"].dtype != first.dtype:
+            inputs = self._bind_static_inputs(first)
+        ids, pos, mask, rows = (inputs[k] for k in ("first", "position_ids", "attention_mask", "head_rows"))
+        b = self.binding
+        pad = np.arange(w)
+        result: dict[str, np.ndarray] = {}
+        for k0 in range(0, seq, w):
+            s = min(w, seq - k0)
+            base = past + k0
+            ids[:, :s] = first[:, k0:k0 + s]
+            ids[:, s:] = 0
+            pos[:, :s] = position_ids[:, k0:k0 + s]
+            pos[:, s:] = position_ids[:, k0 + s - 1]
+            mask.fill(MASKED)
+            mask[0, 0, :s, :base] = attention_mask[0, 0, k0:k0 + s, :base]
+            mask[0, 0, :s, c:c + s] = attention_mask[0, 0, k0:k0 + s, base:base + s]
+            mask[0, 0, pad[s:], c + pad[s:]] = 0.0
+            here = np.flatnonzero((wanted >= k0) & (wanted < k0 + s))  # indices into head_rows
+            if len(here) > w:
+                raise MirrorError(f"{len(here)} head rows in one window of the static {self.spec.role} graph, "
+                                  f"which has {w}: re-export with a larger --static-seq")
+            rows[:len(here)] = wanted[here] - k0
+            rows[len(here):] = 0
+            b.clear_binding_outputs()
+            for layer, (_, _, nk, nv) in enumerate(self.spec.kv_names):
+                for kind, present_name in enumerate((nk, nv)):
+                    present = self.cache.rows(layer, kind, base, base + w)
+                    b.bind_output(present_name, "cpu", 0, np.float32, present.shape, present.ctypes.data)
+            buffers = {}
+            for name in outputs:
+                buf = buffers[name] = self._buffer(name, w)
+                b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+            self.session.run_with_iobinding(b)
+            if k0 + s == seq and len(here) == len(wanted) and np.all(here == np.arange(len(here))):
+                result = {name: buf[:, :len(here)] for name, buf in buffers.items()}  # all in the last chunk
+                break
+            for name, buf in buffers.items():
+                if name not in result:
+                    result[name] = np.empty((1, len(wanted)) + buf.shape[2:], dtype=buf.dtype)
+                result[name][:, here] = buf[:, :len(here)]
+        self.cache.length = past + seq
+        return result
+
+    def _bind_static_inputs(self, first: np.ndarray) -> dict[str, np.ndarray]:
+        """Fixed-shape input buffers and the whole-capacity past, bound once: runs refill them."""
+        w, c = self.static["seq"], self.static["capacity"]
+        inputs = {"first": np.zeros((1, w) + first.shape[2:], dtype=first.dtype),
+                  "position_ids": np.zeros((1, w), dtype=np.int64),
+                  "attention_mask": np.zeros((1, 1, w, c + w), dtype=np.float32),
+                  "head_rows": np.zeros(w, dtype=np.int64)}
+        self._bind_input(self.first_input, inputs["first"])
+        self._bind_input("head_rows", inputs["head_rows"])
+        self._bind_input("position_ids", inputs["position_ids"])
+        self._bind_input("attention_mask", inputs["attention_mask"])
+        for layer, (pk, pv, _, _) in enumerate(self.spec.kv_names):
+            for kind, past_name in enumerate((pk, pv)):
+                self._bind_input(past_name, self.cache.rows(layer, kind, 0, c))
+        self._static_inputs = inputs
+        return inputs
 
     def _bind_input(self, name: str, array: np.ndarray) -> None:
         self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
@@ -74,6 +173,17 @@ class GraphSession:
             buf = np.empty([1, max(seq, 8)] + tail, dtype=_NUMPY[spec["dtype"]])
             self._buffers[name] = buf
         return buf[:, :seq]
+
+
+def _provider(session: ort.InferenceSession) -> str:
+    """The EPs that took the graph's nodes, in the session's order of preference."""
+    try:
+        took = {subgraph.ep_name for subgraph in session.get_provider_graph_assignment_info()
+                if subgraph.get_nodes()}
+    except Exception:  # a session made without session.record_ep_graph_assignment_info
+        took = set()
+    names = [name for name in session.get_providers() if name in took]
+    return "+".join(names) if names else session.get_providers()[0]
 
 
 def _check_io(spec: GraphSpec, session: ort.InferenceSession) -> None:

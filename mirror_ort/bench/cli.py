@@ -1,0 +1,65 @@
+"""``mirror-ort bench BUNDLE --dataset question.jsonl``: the click command."""
+
+import click
+
+from .methods import Settings
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--dataset", required=True, type=click.Path(),
+              help="SpecBench-format JSONL (question_id, category, turns), e.g. spec_bench/question.jsonl.")
+@click.option("--per-category", type=int, help="First N questions of each category (default: all).")
+@click.option("--categories", help="Comma-separated categories to run (default: all in the dataset).")
+@click.option("--turns", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="first: one prompt per question; all: every turn (multi-turn chats).")
+@click.option("--methods", default="ar,sd,mirror,ort-genai,hf", show_default=True,
+              help="Comma-separated: ar, sd, mirror, ort-genai (+ its speculative mode), hf (+ assisted); "
+                   "also ort-genai-sd or hf-assisted alone.")
+@click.option("--alloc", type=click.Choice(["shared", "split", "both"]), default="shared", show_default=True,
+              help="shared: every method all cores; split: target 1 thread + draft 1 thread.")
+@click.option("--threads", type=int, help="Cores that 'all cores' means (default: all this process may use).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed generations per row before timing.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--max-length", type=int, help="Cache capacity of mirror-ort's sessions (default: model limit, <= 2048).")
+@click.option("--gamma", type=int, default=6, show_default=True, help="Draft window (also the peers' draft length).")
+@click.option("--kappa", type=int, help="Early-exit candidates per position (default: the bundle's).")
+@click.option("--max-branches", type=int, default=8, show_default=True, help="Cap on draft-tree branches.")
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy (lossless is measured).")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device].")
+@click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device].")
+@click.option("--target-ep-option", multiple=True, help="Target provider option key=value (repeatable).")
+@click.option("--draft-ep-option", multiple=True, help="Draft provider option key=value (repeatable).")
+@click.option("--allow-cpu-fallback", is_flag=True, help="Let ONNX Runtime run unsupported nodes on the CPU.")
+@click.option("--genai-precision", default="fp32", show_default=True,
+              help="Precision of the onnxruntime-genai models: fp32 (same as the bundle), int8 or int4.")
+@click.option("--cache-dir", type=click.Path(), help="Where built peer models are kept (default ~/.cache/mirror-ort).")
+@click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
+@click.option("--plot", "plot_out", type=click.Path(), help="Draw speedup per category per method into this PNG.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def bench(bundle, dataset, per_category, categories, turns, methods, alloc, threads, warmup, max_new_tokens,
+          max_length, gamma, kappa, max_branches, temperature, top_p, top_k, seed, target_ep, draft_ep,
+          target_ep_option, draft_ep_option, allow_cpu_fallback, genai_precision, cache_dir, json_out, plot_out,
+          no_progress):
+    """Time ar, sd, mirror and the peers on SpecBench prompts; print tables per category.
+
+    Speedup is tokens/s over `ar` with all cores; lossless is the share of prompts whose
+    greedy token ids equal `ar`'s. Peers that are not installed are skipped with the
+    command that installs them.
+    """
+    from .suite import BenchOptions, run_bench
+
+    settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                        gamma=gamma, kappa=kappa, max_branches=max_branches)
+    options = BenchOptions(bundle=bundle, dataset=dataset, methods=methods, per_category=per_category,
+                           categories=categories, turns=turns, alloc=alloc, threads=threads, warmup=warmup,
+                           settings=settings, target_ep=target_ep, draft_ep=draft_ep,
+                           target_ep_option=tuple(target_ep_option), draft_ep_option=tuple(draft_ep_option),
+                           max_length=max_length, allow_cpu_fallback=allow_cpu_fallback,
+                           genai_precision=genai_precision, cache_dir=cache_dir, json_out=json_out,
+                           plot_out=plot_out, progress=not no_progress)
+    _, text = run_bench(options, log=lambda m: click.echo(m, err=True))
+    click.echo(text)

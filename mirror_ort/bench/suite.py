@@ -1,0 +1,144 @@
+"""One bench run end to end, as a function: prompts, rows, measurement, report.
+
+    from mirror_ort.bench.suite import BenchOptions, run_bench
+    report, text = run_bench(BenchOptions(bundle="bundle/", dataset="question.jsonl", per_category=2))
+"""
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..bundle import Bundle
+from ..providers import parse_provider
+from .alloc import allocation, available_cores, parse_alloc
+from .context import Context, default_cache_dir
+from .dataset import load_prompts, parse_categories
+from .genai_build import PRECISIONS
+from .methods import BASELINE, Settings, parse_methods
+from .report import categories, format_report, summarize
+from .runner import build_rows, run
+
+
+@dataclass
+class BenchOptions:
+    bundle: str
+    dataset: str
+    methods: str = "ar,sd,mirror,ort-genai,hf"
+    per_category: int | None = None
+    categories: str | None = None
+    turns: str = "first"
+    alloc: str = "shared"
+    threads: int | None = None  # "all cores" (default: the cores this process may use)
+    warmup: int = 1
+    settings: Settings = field(default_factory=Settings)
+    target_ep: str = "cpu"
+    draft_ep: str = "cpu"
+    target_ep_option: tuple = ()
+    draft_ep_option: tuple = ()
+    max_length: int | None = None
+    allow_cpu_fallback: bool = False
+    genai_precision: str = "fp32"
+    cache_dir: str | None = None
+    json_out: str | None = None
+    plot_out: str | None = None
+    progress: bool = True
+
+
+def _check(options: BenchOptions):
+    from ..errors import MirrorError
+
+    if options.genai_precision not in PRECISIONS:
+        raise MirrorError(f"--genai-precision {options.genai_precision!r}: choose from {', '.join(PRECISIONS)}")
+    if options.warmup < 0:
+        raise MirrorError(f"--warmup {options.warmup}: must be 0 or more")
+    if options.settings.max_new_tokens < 1:
+        raise MirrorError(f"--max-new-tokens {options.settings.max_new_tokens}: must be at least 1")
+    if options.plot_out:
+        from .plot import check_plot_available
+
+        check_plot_available()
+
+
+def run_bench(options: BenchOptions, log=print):
+    """Run the bench; return (the JSON-ready report, the text tables)."""
+    import json
+
+    _check(options)
+    methods = parse_methods(options.methods)
+    modes = parse_alloc(options.alloc)
+    prompts = load_prompts(options.dataset, options.per_category, parse_categories(options.categories), options.turns)
+    bundle = Bundle.load(options.bundle)
+    ctx = Context(bundle, parse_provider(options.target_ep, options.target_ep_option),
+                  parse_provider(options.draft_ep, options.draft_ep_option), max_length=options.max_length,
+                  allow_cpu_fallback=options.allow_cpu_fallback,
+                  cache_dir=Path(options.cache_dir) if options.cache_dir else default_cache_dir(),
+                  genai_precision=options.genai_precision, log=log)
+    cores = options.threads or available_cores()
+    rows, skipped = build_rows(ctx, methods, modes, cores, log=log)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = run(ctx, rows, skipped, prompts, options.settings, warmup=options.warmup, progress=options.progress,
+                 log=log)
+    summary = summarize(result)
+    settings = _settings(options, bundle, methods, modes, cores, prompts, started)
+    report = {"settings": settings, "methods": summary, "skipped": result.skipped}
+    text = format_report(result, summary)
+    if options.json_out:
+        out = Path(options.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if options.plot_out:
+        from .plot import plot_speedups
+
+        plot_speedups(summary, categories(result), options.plot_out,
+                      title=f"{bundle.manifest.get('provenance', {}).get('source', bundle.path)}: speedup over ar "
+                            f"({', '.join(modes)})")
+    return report, text
+
+
+def _settings(options, bundle, methods, modes, cores, prompts, started) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("mirror-ort", "onnxruntime", "onnxruntime-genai", "torch", "transformers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    graphs = bundle.manifest["graphs"]
+    return {
+        "bundle": str(bundle.path),
+        "source": bundle.manifest.get("provenance", {}).get("source"),
+        "draft": graphs.get("draft", {}).get("source"),
+        "exit_layer": bundle.exit_layer,
+        "dataset": str(options.dataset),
+        "per_category": options.per_category,
+        "categories": list(dict.fromkeys(p.category for p in prompts)),
+        "turns": options.turns,
+        "prompts": len(prompts),
+        "methods": methods,
+        "alloc": modes,
+        "allocations": {m: allocation(m, cores).as_dict() for m in ("shared", *modes)},
+        "cores": cores,
+        "warmup": options.warmup,
+        "order": "interleaved: every row on prompt 1, then every row on prompt 2, ...",
+        "baseline": BASELINE,
+        "lossless_reference": BASELINE if options.settings.greedy else None,
+        **{k: v for k, v in asdict(options.settings).items()},
+        "target_ep": options.target_ep, "target_ep_options": list(options.target_ep_option),
+        "draft_ep": options.draft_ep, "draft_ep_options": list(options.draft_ep_option),
+        "genai_precision": options.genai_precision,
+        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": platform.python_version()},
+        "versions": versions,
+        "started": started,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

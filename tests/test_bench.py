@@ -1,0 +1,219 @@
+"""The bench: SpecBench reading, fair interleaved timing, the report's figures, the peers."""
+
+import json
+import statistics
+
+import pytest
+from click.testing import CliRunner
+
+from mirror_ort.bench import methods as bench_methods
+from mirror_ort.bench import requirements
+from mirror_ort.bench.dataset import load_prompts, read_questions
+from mirror_ort.bench.methods import PipelineRow, Settings, parse_methods
+from mirror_ort.bench.suite import BenchOptions, run_bench
+from mirror_ort.cli import main
+from mirror_ort.errors import MirrorError
+
+QUESTIONS = [
+    {"question_id": 1, "category": "qa", "turns": ["The capital of France is", "And of Italy?"]},
+    {"question_id": 2, "category": "qa", "turns": ["Once upon a time there was a little robot"]},
+    {"question_id": 3, "category": "math", "turns": ["one, two, three, four", "Count on."]},
+    {"question_id": 4, "category": "math", "turns": ["def fibonacci(n):"]},
+    {"question_id": 5, "category": "math", "turns": ["Translate to German: The weather"]},
+]
+REPORT_KEYS = {"tokens_per_s", "speedup", "mean_accepted", "lossless_rate", "reuse_rate", "fallback_rate",
+               "tokens_per_s_mean", "tokens_per_s_median", "seconds_mean", "seconds_median", "prompts"}
+
+
+def write_dataset(path, questions=QUESTIONS, extra_lines=()):
+    lines = [json.dumps(q) for q in questions] + list(extra_lines)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("spec") / "question.jsonl")
+
+
+def _perturbed(ctx, alloc):
+    """A method that really differs from ar: ar, but sampled at temperature 1."""
+    return PipelineRow("ar-sampled" + alloc.suffix, "ar", alloc, ctx.pipeline(alloc), "mirror-ort ar, sampled",
+                       {"target": alloc.target_threads}, overrides={"temperature": 1.0, "seed": 3})
+
+
+@pytest.fixture(scope="module")
+def report(bundle_layers, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(bench_methods.METHODS, "ar-sampled", _perturbed)
+        options = BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,sd,mirror,ar-sampled",
+                               alloc="both", per_category=2, settings=Settings(max_new_tokens=12, gamma=3),
+                               json_out=str(out / "bench.json"), plot_out=str(out / "bench.png"), progress=False)
+        report, text = run_bench(options, log=lambda m: None)
+    return report, text, out
+
+
+def test_json_has_every_key(report):
+    report, text, out = report
+    on_disk = json.loads((out / "bench.json").read_text())
+    assert set(on_disk) >= {"settings", "methods"}
+    assert set(on_disk["methods"]) == set(report["methods"])
+    settings = on_disk["settings"]
+    for key in ("dataset", "prompts", "methods", "alloc", "allocations", "cores", "warmup", "max_new_tokens",
+                "temperature", "gamma", "target_ep", "draft_ep", "versions", "baseline"):
+        assert key in settings, key
+    assert settings["allocations"]["split"]["target_threads"] == 1
+    assert settings["allocations"]["split"]["draft_threads"] == 1
+    names = {"ar", "sd", "mirror", "ar-sampled", "ar/split", "sd/split", "mirror/split", "ar-sampled/split"}
+    assert set(on_disk["methods"]) == names
+    for name, entry in on_disk["methods"].items():
+        assert REPORT_KEYS <= set(entry), name
+        assert set(entry["per_category"]) == {"qa", "math"}
+        for figures in entry["per_category"].values():
+            assert REPORT_KEYS <= set(figures)
+        assert len(entry["per_prompt"]) == 4  # two questions in each of two categories, first turns
+        assert entry["threads"]["target"] == (1 if name.endswith("/split") else settings["cores"])
+    assert on_disk["methods"]["mirror"]["reuse_rate"] is not None
+    assert on_disk["methods"]["ar"]["reuse_rate"] is None
+    assert (out / "bench.png").stat().st_size > 0
+    assert "overall (4 prompts)" in text and "qa (2 prompts)" in text and "mirror/split" in text
+
+
+def test_speedups_are_computed_from_the_recorded_times(report):
+    methods = report[0]["methods"]
+
+    def rate(entries):
+        return sum(e["new_tokens"] for e in entries) / sum(e["seconds"] for e in entries)
+
+    base = methods["ar"]["per_prompt"]
+    for name, entry in methods.items():
+        mine = entry["per_prompt"]
+        assert entry["tokens_per_s"] == pytest.approx(rate(mine))
+        assert entry["speedup"] == pytest.approx(rate(mine) / rate(base))
+        for category, figures in entry["per_category"].items():
+            cat = [e for e in mine if e["category"] == category]
+            cat_base = [e for e in base if e["category"] == category]
+            assert figures["speedup"] == pytest.approx(rate(cat) / rate(cat_base))
+            assert figures["tokens_per_s_median"] == pytest.approx(
+                statistics.median(e["new_tokens"] / e["seconds"] for e in cat))
+    assert methods["ar"]["speedup"] == pytest.approx(1.0)
+
+
+def test_lossless_column_catches_a_planted_difference(report):
+    methods = report[0]["methods"]
+    for name in ("ar", "sd", "mirror", "ar/split", "sd/split", "mirror/split"):
+        assert methods[name]["lossless_rate"] == 1.0, name
+    assert methods["ar-sampled"]["lossless_rate"] < 1.0
+    assert methods["ar-sampled/split"]["lossless_rate"] < 1.0
+    assert any(e["lossless"] is False for e in methods["ar-sampled"]["per_prompt"])
+
+
+def test_lossless_is_not_claimed_when_sampling(bundle_layers, dataset):
+    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,sd",
+                                       per_category=1, warmup=0, progress=False,
+                                       settings=Settings(max_new_tokens=6, temperature=0.8)), log=lambda m: None)
+    assert report["methods"]["sd"]["lossless_rate"] is None
+    assert report["settings"]["lossless_reference"] is None
+
+
+def test_multi_turn_prompts_carry_ar_answers(bundle_layers, dataset):
+    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,mirror",
+                                       turns="all", categories="math", warmup=0, progress=False,
+                                       settings=Settings(max_new_tokens=6)), log=lambda m: None)
+    prompts = report["methods"]["mirror"]["per_prompt"]
+    assert [(p["question_id"], p["turn"]) for p in prompts] == [(3, 0), (3, 1), (4, 0), (5, 0)]
+    first, second = prompts[0], prompts[1]
+    assert second["prompt_tokens"] > first["prompt_tokens"] + first["new_tokens"]  # history: turn 1 + ar's answer
+    assert report["methods"]["mirror"]["lossless_rate"] == 1.0
+
+
+# --- the dataset and other bad input -------------------------------------------------------------------
+
+
+def test_dataset_selection(dataset):
+    assert len(read_questions(dataset)) == 5
+    prompts = load_prompts(dataset, per_category=1)
+    assert [(p.category, p.question_id) for p in prompts] == [("qa", 1), ("math", 3)]
+    assert [p.key for p in load_prompts(dataset, categories=["math"], turns="all")] == ["3:0", "3:1", "4:0", "5:0"]
+
+
+def _cli(*args):
+    result = CliRunner().invoke(main, ["bench", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_missing_dataset(bundle_layers, tmp_path):
+    code, out = _cli(bundle_layers, "--dataset", tmp_path / "nope.jsonl", "--no-progress")
+    assert code == 2 and "nope.jsonl does not exist" in out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_bad_json_line_is_named(bundle_layers, tmp_path):
+    path = write_dataset(tmp_path / "q.jsonl", QUESTIONS[:2], ['{"question_id": 9, "category": "qa", "turns": ['])
+    code, out = _cli(bundle_layers, "--dataset", path, "--no-progress")
+    assert code == 2 and "line 3" in out and "not valid JSON" in out
+    path = write_dataset(tmp_path / "q2.jsonl", QUESTIONS[:1], ['{"question_id": 9, "turns": ["x"]}'])
+    with pytest.raises(MirrorError, match="line 2 .*lacks category"):
+        read_questions(path)
+    path = write_dataset(tmp_path / "q3.jsonl", QUESTIONS[:1], ['{"question_id": 9, "category": "qa", "turns": "x"}'])
+    with pytest.raises(MirrorError, match="line 2: turns must be"):
+        read_questions(path)
+
+
+def test_unknown_method(bundle_layers, dataset):
+    code, out = _cli(bundle_layers, "--dataset", dataset, "--methods", "ar,medusa", "--no-progress")
+    assert code == 2 and "unknown method 'medusa'" in out and "ort-genai" in out
+    assert parse_methods("mirror,hf") == ["ar", "mirror", "hf", "hf-assisted"]
+
+
+def test_category_with_no_prompts(bundle_layers, dataset):
+    code, out = _cli(bundle_layers, "--dataset", dataset, "--categories", "qa,poetry", "--no-progress")
+    assert code == 2 and "category 'poetry' has no prompts" in out and "qa, math" in out
+
+
+def test_missing_peer_is_skipped_with_the_install_hint(bundle_layers, dataset, tmp_path, monkeypatch):
+    real = requirements.installed
+    monkeypatch.setattr(requirements, "installed", lambda m: False if m == "onnxruntime_genai" else real(m))
+    out = tmp_path / "r.json"
+    code, text = _cli(bundle_layers, "--dataset", dataset, "--methods", "ar,ort-genai", "--per-category", "1",
+                      "--max-new-tokens", "4", "--warmup", "0", "--no-progress", "--json", out,
+                      "--cache-dir", tmp_path / "cache")
+    assert code == 0, text
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"ar"}
+    for name in ("ort-genai", "ort-genai-sd"):
+        assert "pip install onnxruntime-genai==0.18.0" in report["skipped"][name]
+    assert "skipped:" in text and "onnxruntime-genai is not installed" in text
+
+
+# --- the peers, when installed -------------------------------------------------------------------------
+
+
+def test_hf_peers_match_ar(bundle_layers, dataset):
+    pytest.importorskip("transformers")
+    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,hf",
+                                       per_category=1, progress=False, settings=Settings(max_new_tokens=10, gamma=3)),
+                          log=lambda m: None)
+    assert not report["skipped"]
+    for name in ("hf", "hf-assisted"):
+        assert report["methods"][name]["lossless_rate"] == 1.0, name
+    assert report["methods"]["hf"]["mean_accepted"] == pytest.approx(1.0)
+    assert report["methods"]["hf-assisted"]["mean_accepted"] >= 1.0
+    assert "layers:2" in " ".join(report["methods"]["hf-assisted"]["notes"])
+
+
+def test_ort_genai_peers_match_ar(bundle_layers, dataset, tmp_path):
+    pytest.importorskip("onnxruntime_genai")
+    pytest.importorskip("onnx_ir")
+    options = BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,ort-genai", per_category=1,
+                           progress=False, cache_dir=str(tmp_path), settings=Settings(max_new_tokens=10, gamma=3))
+    report, _ = run_bench(options, log=lambda m: None)
+    assert not report["skipped"], report["skipped"]
+    for name in ("ort-genai", "ort-genai-sd"):
+        assert report["methods"][name]["lossless_rate"] == 1.0, name
+    assert report["methods"]["ort-genai-sd"]["mean_accepted"] >= 1.0
+    built = list((tmp_path / "genai").iterdir())
+    assert len(built) == 1 and (built[0] / "genai_config.json").is_file()
+    assert len(list((built[0] / "drafts").iterdir())) == 1
+    run_bench(options, log=lambda m: pytest.fail(f"rebuilt instead of using the cache: {m}") if "building" in m else None)
