@@ -56,6 +56,10 @@ def _with(options):
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("--no-validate", is_flag=True, help="Skip validation after export.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int4"]), default="fp32", show_default=True,
+              help="Target weights: weight-only int4/int8 (MatMulNBits) for CPU and CUDA, or fp16.")
+@click.option("--draft-precision", type=click.Choice(["fp32", "fp16", "int8", "int4"]),
+              help="Draft weights (default: the target's).")
 @click.option("--static", is_flag=True,
               help="Export the draft with static shapes (batch 1, window W, K/V capacity C), as NPU providers "
                    "such as qnn require.")
@@ -65,8 +69,8 @@ def _with(options):
               help="K/V positions of the static draft C (default 512); it bounds prompt + output + draft "
                    "tree; implies --static.")
 @_with(_threshold_options)
-def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, static, static_seq,
-           static_capacity, **thresholds):
+def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, precision,
+           draft_precision, static, static_seq, static_capacity, **thresholds):
     """Split MODEL into prefix/suffix graphs, export the draft, and write a bundle.
 
     MODEL is a Hugging Face id, a local model directory, a .gguf file, or
@@ -76,7 +80,8 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
 
     options = ExportOptions(exit_layer=exit_layer, kappa=kappa, draft=None if draft == "none" else draft,
                             force=force, validate=not no_validate, trust_remote_code=trust_remote_code,
-                            thresholds=_thresholds(**thresholds),
+                            thresholds=_thresholds(**thresholds), precision=precision,
+                            draft_precision=draft_precision,
                             static={"seq": static_seq, "capacity": static_capacity}
                             if static or static_seq or static_capacity else None)
     export_bundle(model, output, options, log=lambda m: click.echo(m, err=True))

@@ -33,7 +33,7 @@ def test_export_validates_each_family(tmp_path, tokenizer, arch):
     prefix = bundle.graph("prefix")
     assert prefix.output_names[:3] == ["hidden", "exit_ids", "exit_logprobs"]
     assert "logits" not in prefix.output_names  # the full early-exit logits never leave the graph
-    assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "seq", 8]
+    assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
     assert bundle.graph("suffix").layers == (1, 3) and bundle.graph("suffix").input_names[0] == "hidden"
     assert m["tokenizer"]["eos_token_ids"] == [2] and m["tokenizer"]["chat_template"]
 

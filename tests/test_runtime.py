@@ -127,7 +127,8 @@ def _exact_distribution(pipe, prompt_ids, steps, top_k, temperature):
     from mirror_ort.runtime.stats import Stats
 
     decoding = Decoding(temperature, 1.0, top_k)
-    target = Target(pipe.prefix, pipe.suffix, Stats())
+    own = Pipeline.from_bundle(pipe.bundle.path, load_draft=False)  # sessions of its own: pipe's caches stay intact
+    target = Target(own.prefix, own.suffix, Stats())
     probs = {}
 
     def walk(ids, p):
@@ -186,3 +187,14 @@ def test_sampling_test_detects_a_wrong_distribution(pipes):
     obs = np.append(observed[~small], observed[small].sum())
     exp = np.append(expected[~small], expected[small].sum())
     assert scipy_stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue < 1e-3
+
+
+def test_prompt_cache_reuses_the_conversation_prefix(bundle_layers):
+    """A follow-up turn recomputes only what the target caches lack, with the same output."""
+    pipe = Pipeline.from_bundle(bundle_layers)
+    first = pipe.generate(PROMPTS[2], method="mirror", max_new_tokens=12)
+    follow_up = pipe.encode(PROMPTS[2]) + first.token_ids + pipe.encode(" and then")
+    again = pipe.generate(follow_up, method="mirror", max_new_tokens=12)
+    assert again.stats["cached_prompt_tokens"] > len(pipe.encode(PROMPTS[2]))
+    fresh = Pipeline.from_bundle(bundle_layers).generate(follow_up, method="ar", max_new_tokens=12)
+    assert again.token_ids == fresh.token_ids and fresh.stats["cached_prompt_tokens"] == 0

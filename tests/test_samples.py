@@ -51,7 +51,8 @@ def ci_pass(tmp_path_factory, target_dir):
 def test_ci_script_passes_on_tiny_model(ci_pass):
     result, bundle, report_dir = ci_pass
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "PASS: all validation checks passed and Mirror-SD matched autoregressive decoding on 2 prompts" in result.stdout
+    assert "PASS: all validation checks passed and Mirror-SD matched autoregressive decoding on 2 prompts" \
+        in result.stdout
     report = json.loads((report_dir / "validation.json").read_text())
     assert report["passed"] and all(c["passed"] for c in report["checks"])
     assert any(c["name"] == "argmax_agreement" for c in report["checks"])  # parity ran, not only structure

@@ -8,6 +8,8 @@ the provider that really ran each graph.
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,9 +160,12 @@ def test_static_draft_on_qnn_equals_ar(static_bundle):
 
 @needs_qnn
 def test_run_json_names_the_qnn_draft(static_bundle):
-    result = CliRunner().invoke(main, ["run", str(static_bundle), "--draft-ep", "qnn", "--json", "--max-new-tokens", "6",
-                                       "--gamma", "3", "--max-branches", "4", "--prompt", PROMPTS[0]])
-    assert result.exit_code == 0, result.output
+    """A real process: QNN's backend prints a LIBNATIVE line on file descriptor 1 when it loads,
+    which must not land in front of the JSON."""
+    result = subprocess.run([sys.executable, "-m", "mirror_ort.cli", "run", str(static_bundle), "--draft-ep", "qnn",
+                             "--json", "--max-new-tokens", "6", "--gamma", "3", "--max-branches", "4",
+                             "--prompt", PROMPTS[0]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)["stats"]
     assert stats["draft_ep"] == "QNNExecutionProvider" and stats["target_ep"] == "CPUExecutionProvider"
     assert stats["new_tokens"] == 6

@@ -19,6 +19,7 @@ def export_graph(module, args: tuple, input_names: list[str], output_names: list
     """Export with the dynamo exporter (opset 20): tied weights are stored once."""
     weight_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in module.parameters()}.values())
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # per-initializer INFO lines once logging is configured
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

@@ -24,6 +24,15 @@ DEFAULT_THRESHOLDS = {
     "max_logit_diff": 1e-2,      # max |logit_onnx - logit_torch| over all checked positions
     "argmax_agreement": 0.98,    # share of positions whose final argmax agrees
     "topk_agreement": 0.95,      # mean overlap of the early-exit Top-kappa sets
+    "perplexity_ratio": 1.01,    # perplexity of the bundle / of the fp32 PyTorch model, on text
+}
+# Quantized graphs are measured against the fp32 PyTorch model: the report says what the
+# precision cost; the defaults only catch a broken export (None: reported, not enforced).
+THRESHOLDS_BY_PRECISION = {
+    "fp32": DEFAULT_THRESHOLDS,
+    "fp16": {"max_logit_diff": 1.0, "argmax_agreement": 0.9, "topk_agreement": 0.8, "perplexity_ratio": 1.05},
+    "int8": {"max_logit_diff": None, "argmax_agreement": 0.8, "topk_agreement": 0.7, "perplexity_ratio": 1.15},
+    "int4": {"max_logit_diff": None, "argmax_agreement": 0.3, "topk_agreement": 0.6, "perplexity_ratio": 1.5},
 }
 PROMPTS = [
     "The capital of France is Paris, and the capital of Italy is",
@@ -36,7 +45,9 @@ WINDOWS = [1, 4, 1, 7, 2, 3]  # new tokens per call after the prefill: S=1 and S
 
 def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None, log=print) -> dict:
     """Run every check, store the report in the manifest, and return it."""
-    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    precision = bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
+    thresholds_given = thresholds
+    thresholds = {**THRESHOLDS_BY_PRECISION[precision], **(thresholds or {})}
     checks = []
     roles = [r for r in GRAPH_ROLES if r in bundle.manifest["graphs"]]
     for role in roles:
@@ -44,8 +55,11 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
         checks.append(_check("onnx_checker", role, lambda: onnx.checker.check_model(str(spec.path), full_check=False)))
         checks.append(_check("sha256", role, lambda: _same_hash(bundle, role)))
         checks.append(_check("loads_in_ort", role, lambda: GraphSession(spec, create_session(spec.path, ProviderChoice()), 8)))
-    if source is not None:
-        checks += _parity(bundle, source, thresholds)
+    broken = sorted({c["graph"] for c in checks if not c["passed"]})
+    if broken:
+        checks.append({"name": "parity", "passed": False, "error": f"not run: {', '.join(broken)} failed the checks above"})
+    elif source is not None:
+        checks += _parity(bundle, source, thresholds, thresholds_given or {})
     else:
         checks.append({"name": "parity", "passed": True, "skipped": "no PyTorch source model given"})
     report = {"passed": all(c["passed"] for c in checks), "thresholds": thresholds, "checks": checks,
@@ -73,7 +87,7 @@ def _same_hash(bundle: Bundle, role: str) -> None:
         raise MirrorError(f"{role}.onnx does not match the sha256 in the manifest")
 
 
-def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
+def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> list[dict]:
     import torch
 
     model, tokenizer = source.model, source.tokenizer
@@ -97,7 +111,9 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
         draft_module = _draft_module(bundle, source)
 
     diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
-    for ids in prompts:
+    nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
+    for index, ids in enumerate(prompts):
+        bundle_logits = []
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True)
             ref_logits = out.logits[0].numpy()
@@ -114,6 +130,7 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
             p = prefix.run(tokens, pos, mask, outputs=("hidden", "exit_ids"))
             s = suffix.run(p["hidden"], pos, mask, outputs=("logits",))
             logits = s["logits"][0]
+            bundle_logits.append(logits.copy())
             want = ref_logits[start:start + seq]
             diffs.append(float(np.abs(logits - want).max()))
             argmax_hits += int((logits.argmax(-1) == want.argmax(-1)).sum())
@@ -125,22 +142,30 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
                 draft_hits += int((d.argmax(-1) == ref_draft[start:start + seq].argmax(-1)).sum())
             n += seq
             start += seq
+        if index < len(PROMPTS):
+            nll_torch.append(_nll(ref_logits, ids))
+            nll_bundle.append(_nll(np.concatenate(bundle_logits), ids))
 
     max_diff, agreement, overlap = max(diffs), argmax_hits / n, float(np.mean(topk_overlap))
     checks = [
         {"name": "max_logit_diff", "graph": "prefix+suffix", "value": max_diff,
-         "passed": max_diff <= thresholds["max_logit_diff"]},
+         "passed": _within(max_diff, thresholds["max_logit_diff"])},
         {"name": "argmax_agreement", "graph": "prefix+suffix", "value": agreement,
          "passed": agreement >= thresholds["argmax_agreement"]},
         {"name": "topk_agreement", "graph": "prefix", "value": overlap, "kappa": kappa,
          "passed": overlap >= thresholds["topk_agreement"]},
     ]
+    ppl_torch, ppl_bundle = float(np.exp(np.mean(nll_torch))), float(np.exp(np.mean(nll_bundle)))
+    checks.append({"name": "perplexity", "graph": "prefix+suffix", "value": ppl_bundle, "torch_fp32": ppl_torch,
+                   "ratio": ppl_bundle / ppl_torch, "passed": ppl_bundle / ppl_torch <= thresholds["perplexity_ratio"]})
     if draft is not None:
         d_max, d_agree = max(draft_diffs), draft_hits / n
+        draft_precision = bundle.manifest["graphs"]["draft"].get("precision", "fp32")
+        limits = {**THRESHOLDS_BY_PRECISION[draft_precision], **user_thresholds}
         checks += [
-            {"name": "max_logit_diff", "graph": "draft", "value": d_max, "passed": d_max <= thresholds["max_logit_diff"]},
+            {"name": "max_logit_diff", "graph": "draft", "value": d_max, "passed": _within(d_max, limits["max_logit_diff"])},
             {"name": "argmax_agreement", "graph": "draft", "value": d_agree,
-             "passed": d_agree >= thresholds["argmax_agreement"]},
+             "passed": d_agree >= limits["argmax_agreement"]},
         ]
     for c in checks:
         c["positions"] = n
@@ -149,6 +174,18 @@ def _parity(bundle: Bundle, source, thresholds: dict) -> list[dict]:
                        "skipped": f"the static draft's capacity {static['capacity']} is below the check's "
                                   f"{length} positions"})
     return checks
+
+
+def _within(value: float, limit: float | None) -> bool:
+    return limit is None or value <= limit
+
+
+def _nll(logits: np.ndarray, ids) -> float:
+    """Mean negative log-likelihood of each next token under float64 log-softmax."""
+    z = logits[:-1].astype(np.float64)
+    z -= z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
 
 
 def _draft_module(bundle: Bundle, source):

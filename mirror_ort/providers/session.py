@@ -1,5 +1,8 @@
 """Sessions on the requested provider, or a one-line error: never a silent CPU fallback."""
 
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -25,7 +28,8 @@ def create_session(path: Path, choice: ProviderChoice, threads: int | None = Non
         require_static(choice, graph_is_static(path), role)
     plan = build_session_options(choice, threads, spin, allow_cpu_fallback)
     try:
-        session = ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
+        with _native_stdout_to_stderr():
+            session = ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
     except Exception as e:  # ONNX Runtime's errors derive from Exception only
         if _FALLBACK_REFUSED not in str(e):
             raise
@@ -62,7 +66,29 @@ def _names(nodes: list[ort.OrtEpAssignedNode]) -> list[str]:
 
 def _fallback_session(path: Path, choice: ProviderChoice) -> ort.InferenceSession:
     plan = build_session_options(choice, allow_cpu_fallback=True)
-    return ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
+    with _native_stdout_to_stderr():
+        return ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
+
+
+@contextmanager
+def _native_stdout_to_stderr():
+    """Send what native code writes to file descriptor 1 while a session is made to stderr.
+
+    QNN's HTP backend prints a ``# LIBNATIVE: ...`` line on stdout when it first loads, which
+    would land in ``mirror-ort run``'s text or in front of its ``--json`` object.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout (e.g. closed): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def require_static(choice: ProviderChoice, graph_is_static: bool, role: str) -> None:

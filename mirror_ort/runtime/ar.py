@@ -11,8 +11,9 @@ def next_token(out, seq, decoding, rand) -> int:
 
 
 def prefill(target, seq, decoding, rand) -> list[int]:
-    """Score the whole prompt in one window and commit the first new token."""
-    return seq.commit([next_token(target.score(seq.tokens, decoding.greedy, prefill=True), seq, decoding, rand)])
+    """Score the prompt (what the target caches lack of it) in one window; commit the first new token."""
+    out = target.score(seq.tokens[target.length:], decoding.greedy, prefill=True)
+    return seq.commit([next_token(out, seq, decoding, rand)])
 
 
 def generate_ar(target, seq, decoding, rand, stats):

@@ -44,6 +44,8 @@ class Pipeline:
                  tokenizer: Tokenizer, max_length: int):
         self.bundle, self.tokenizer, self.max_length = bundle, tokenizer, max_length
         self.prefix, self.suffix, self.draft = prefix, suffix, draft
+        self._cached: list[int] = []  # tokens whose K/V the target caches hold, in order
+        self.last_stats: dict | None = None
         vocab_map = bundle.manifest["graphs"].get("draft", {}).get("vocab_map")
         self.vocab_map = np.array(_read_json(bundle.path / vocab_map), dtype=np.int64) if vocab_map else None
 
@@ -129,7 +131,9 @@ class Pipeline:
         stats = Stats(method=method, target_ep=self.prefix.provider, prompt_tokens=len(tokens),
                       draft_ep=self.draft.provider if self.draft and method != "ar" else None)
         target = Target(self.prefix, self.suffix, stats)
-        target.reset()
+        # Prompt cache: K/V of the previous sequence's common prefix stay (a chat's history).
+        stats.cached_prompt_tokens = _common_prefix(self._cached, tokens[:-1])
+        target.truncate(stats.cached_prompt_tokens)
         worker = None
         if method == "ar":
             steps = generate_ar(target, seq, decoding, rand, stats)
@@ -151,6 +155,7 @@ class Pipeline:
             if worker is not None:
                 worker.close()
             stats.seconds["total"] = time.perf_counter() - start
+            self._cached = seq.tokens[:target.length]
 
 
     def _usable_length(self, method: str, gamma: int, max_branches: int, prompt_tokens: int) -> int:
@@ -168,6 +173,12 @@ class Pipeline:
                 f"{'tree' if method == 'mirror' else 'window'}): shorten the prompt, lower --gamma/--max-branches, "
                 "or re-export with a larger --static-capacity")
         return usable
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
 
 
 def _read_json(path: Path):

@@ -29,9 +29,9 @@ class GraphSession:
         self.session = session
         _check_io(spec, session)
         self.static = spec.static
-        self.capacity = self.static["capacity"] if self.static else capacity
+        capacity = self.static["capacity"] if self.static else capacity
         # A static graph writes all W present rows: the buffer has room for a padded window at C.
-        rows = self.capacity + (self.static["seq"] if self.static else 0)
+        rows = capacity + (self.static["seq"] if self.static else 0)
         self.cache = KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim)
         self._static_inputs: dict[str, np.ndarray] | None = None
         self._provider = _provider(session)
@@ -40,6 +40,12 @@ class GraphSession:
         self._outputs = {v["name"]: v for v in spec.outputs if not v["name"].startswith("present.")}
         self._buffers: dict[str, np.ndarray] = {}
         self._all_rows = np.arange(capacity, dtype=np.int64)
+
+    @property
+    def capacity(self) -> int:
+        """Positions the cache can hold: the buffer's, or a static graph's fixed C (its buffer
+        has W more rows, for the padding rows a window at the end writes)."""
+        return self.static["capacity"] if self.static else self.cache.capacity
 
     @property
     def provider(self) -> str:
@@ -186,8 +192,15 @@ def _provider(session: ort.InferenceSession) -> str:
     return "+".join(names) if names else session.get_providers()[0]
 
 
+RUNTIME_INPUTS = ("position_ids", "attention_mask", "head_rows")
+
+
 def _check_io(spec: GraphSpec, session: ort.InferenceSession) -> None:
-    """Refuse a bundle whose manifest does not describe its graph."""
+    """Refuse a bundle whose manifest does not describe its graph, or that this runtime cannot drive."""
+    missing = [name for name in RUNTIME_INPUTS if name not in spec.input_names]
+    if missing:
+        raise MirrorError(f"{spec.path.name} lacks the input {missing[0]!r} this mirror-ort needs "
+                          "(exported by an older version): re-export the bundle")
     for kind, declared, actual in (("input", spec.input_names, [i.name for i in session.get_inputs()]),
                                    ("output", spec.output_names, [o.name for o in session.get_outputs()])):
         if declared != actual:

@@ -12,6 +12,7 @@ class Stats:
     draft_ep: str | None = None
     new_tokens: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt positions whose K/V came from the previous generation
     target_calls: int = 0          # verification steps (prefix + suffix over one window)
     draft_calls: int = 0           # draft forward passes (serial proposals and tree levels)
     draft_tokens: int = 0          # draft tokens proposed by serial calls (streams included)

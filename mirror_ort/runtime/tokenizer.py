@@ -4,6 +4,7 @@ import jinja2
 from tokenizers import Tokenizer as _Fast
 
 from ..bundle import Bundle
+from ..errors import MirrorError
 
 
 class Tokenizer:
@@ -25,6 +26,6 @@ class Tokenizer:
     def chat(self, messages: list[dict]) -> list[int]:
         """Token ids of a conversation rendered with the bundle's chat template."""
         if self._template is None:
-            raise ValueError("this bundle has no chat template: drop --chat")
+            raise MirrorError("this bundle has no chat template: drop --chat and pass plain text")
         text = self._template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
         return self._fast.encode(text, add_special_tokens=False).ids

@@ -11,8 +11,8 @@ is kept as a list of messages rendered with the bundle's chat template; when it 
 cache capacity the oldest turns are dropped, with a note saying so. ``/reset`` clears it, ``/exit``
 or end of input quits.
 
-Only the public API is used: ``mirror_ort.Pipeline``, ``mirror_ort.MirrorError`` and
-``mirror_ort.providers.describe_providers``.
+Only the public API is used: ``mirror_ort.Pipeline``, ``mirror_ort.MirrorError``,
+``mirror_ort.providers.describe_providers`` and ``parse_provider``.
 """
 
 import argparse
@@ -41,7 +41,8 @@ def one_line(error: BaseException) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chat with a mirror-ort bundle; the draft runs on an NPU when one is available.")
+    p = argparse.ArgumentParser(
+        description="Chat with a mirror-ort bundle; the draft runs on an NPU when one is available.")
     p.add_argument("bundle", help="Bundle directory written by `mirror-ort export`.")
     p.add_argument("--draft-ep", help="Draft provider(s), comma-separated in the order to try, e.g. qnn or "
                                       f"qnn,cpu (default: {','.join(DEFAULT_DRAFT_EPS)}).")
