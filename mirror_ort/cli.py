@@ -9,7 +9,7 @@ from .errors import MirrorError
 
 
 class _Group(click.Group):
-    """Turns MirrorError into one line on stderr and exit code 2."""
+    """Turns MirrorError into one line on stderr and exit code 2, Ctrl-C into exit code 130."""
 
     def invoke(self, ctx):
         try:
@@ -17,6 +17,9 @@ class _Group(click.Group):
         except MirrorError as e:
             click.echo(f"mirror-ort: error: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:  # generation stops within one step; sessions go with the process
+            click.echo("\nmirror-ort: interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_Group)

@@ -151,9 +151,10 @@ def test_exported_draft_matches_pytorch(source, vocab_map, tmp_path, target_dir)
     span = draft.span
     past = [torch.zeros(1, past_len, span.num_kv_heads, span.head_dim) for _ in range(2 * len(span.layers))]
     with torch.no_grad():
-        ref = draft.eval()(ids, torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), *past)
+        ref = draft.eval()(ids, torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), torch.arange(n), *past)
     session = ort.InferenceSession(str(bundle.path / facts["file"]), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": ids.numpy(), "position_ids": np.arange(n)[None], "attention_mask": causal_mask(0, n)}
+    feeds = {"input_ids": ids.numpy(), "position_ids": np.arange(n)[None], "attention_mask": causal_mask(0, n),
+             "head_rows": np.arange(n)}
     feeds.update({f"past.0.{kind}": np.zeros((1, 0, span.num_kv_heads, span.head_dim), np.float32) for kind in ("key", "value")})
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     np.testing.assert_allclose(got["logits"], ref[0].numpy(), atol=1e-4)

@@ -198,3 +198,28 @@ def test_prompt_cache_reuses_the_conversation_prefix(bundle_layers):
     assert again.stats["cached_prompt_tokens"] > len(pipe.encode(PROMPTS[2]))
     fresh = Pipeline.from_bundle(bundle_layers).generate(follow_up, method="ar", max_new_tokens=12)
     assert again.token_ids == fresh.token_ids and fresh.stats["cached_prompt_tokens"] == 0
+
+
+def test_cli_run_json_and_prompt_sources(bundle_layers, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mirror_ort.cli import main
+
+    runner = CliRunner()
+    args = ["run", str(bundle_layers), "--max-new-tokens", "8", "--json"]
+    by_flag = json.loads(runner.invoke(main, args + ["--prompt", PROMPTS[0]]).stdout)
+    (tmp_path / "p.txt").write_text(PROMPTS[0])
+    by_file = json.loads(runner.invoke(main, args + ["--prompt-file", str(tmp_path / "p.txt")]).stdout)
+    by_stdin = json.loads(runner.invoke(main, args, input=PROMPTS[0]).stdout)
+    assert by_flag["token_ids"] == by_file["token_ids"] == by_stdin["token_ids"]
+    assert len(by_flag["token_ids"]) == 8 and by_flag["text"]
+    for key in ("method", "new_tokens", "tokens_per_s", "target_calls", "mean_accepted", "reuse_rate",
+                "fallback_rate", "draft_tokens_per_call", "target_ep", "draft_ep", "seconds"):
+        assert key in by_flag["stats"], key
+    streamed = runner.invoke(main, ["run", str(bundle_layers), "--max-new-tokens", "8", "--method", "sd",
+                                    "--prompt", PROMPTS[0]])
+    assert streamed.exit_code == 0 and streamed.stdout.strip() == by_flag["text"].strip()
+    chat = runner.invoke(main, args + ["--chat", "--prompt", PROMPTS[0]])
+    assert chat.exit_code == 0 and json.loads(chat.stdout)["token_ids"] != by_flag["token_ids"]

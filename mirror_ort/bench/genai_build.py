@@ -22,6 +22,7 @@ from .methods import Skipped
 from .peer_models import save_hf_dir
 
 PRECISIONS = ("fp32", "int8", "int4")  # what the builder offers for its CPU target
+UNUSED_FILES = ("tokenizer.model",)  # a sentencepiece copy (98 MB for SmolLM2), besides tokenizer.json
 BUILD_FORMAT = 1  # bump when the way models are built here changes
 
 
@@ -45,7 +46,7 @@ def draft_key(bundle, precision: str) -> str:
     return _key("draft", draft["sha256"], draft.get("source"), precision, _version(), BUILD_FORMAT)
 
 
-def run_builder(hf_dir: Path, out: Path, precision: str, work: Path, log=print) -> None:
+def run_builder(hf_dir: Path, out: Path, precision: str, work: Path) -> None:
     cmd = [sys.executable, "-m", "mirror_ort.bench.genai_builder_launch", "-i", str(hf_dir), "-o", str(out),
            "-p", precision, "-e", "cpu", "-c", str(work / "builder_cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,7 +66,9 @@ def _build(cache: Path, what: str, save, precision: str, log) -> Path:
         log(f"building the onnxruntime-genai {what} ({precision}) into {cache} ...")
         hf_dir = save(work / "hf")
         out = work / "model"
-        run_builder(hf_dir, out, precision, work, log)
+        run_builder(hf_dir, out, precision, work)
+        for unused in UNUSED_FILES:  # prompts go in as token ids: onnxruntime-genai's tokenizer is never used
+            (out / unused).unlink(missing_ok=True)
         if cache.exists():
             shutil.rmtree(cache)
         out.rename(cache)

@@ -103,7 +103,9 @@ def _pipeline_method(method: str):
         if method != "ar":
             threads["draft"] = alloc.draft_threads
         threads["spin"] = alloc.spin(concurrent)
-        runtime = f"mirror-ort on onnxruntime, target {ctx.target_ep}" + (f", draft {ctx.draft_ep}" if method != "ar" else "")
+        runtime = f"mirror-ort on onnxruntime, target {ctx.target_ep}"
+        if method != "ar":
+            runtime += f", draft {ctx.draft_ep}"
         return PipelineRow(method + alloc.suffix, method, alloc, pipe, runtime, threads)
     return make
 

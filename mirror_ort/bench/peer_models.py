@@ -92,7 +92,8 @@ def truncated(target, k: int):
     finally:
         target.model.layers = layers
     draft.model.layers = nn.ModuleList(layers[:k])  # ...which are shared, not copied
-    draft.model.embed_tokens, draft.model.norm, draft.lm_head = target.model.embed_tokens, target.model.norm, target.lm_head
+    draft.model.embed_tokens, draft.model.norm = target.model.embed_tokens, target.model.norm
+    draft.lm_head = target.lm_head
     draft.config.num_hidden_layers = k
     for key in ("layer_types", "max_window_layers"):
         if isinstance(getattr(draft.config, key, None), list):

@@ -138,7 +138,8 @@ def _guarded(result: BenchResult, row: Row, call, log):
     except Exception as e:  # a peer's own error: report it, keep benchmarking the others
         if row.method in ("ar", "sd", "mirror"):
             raise
-        reason = f"failed while generating: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = f"failed while generating: {type(e).__name__}: {first}"
         log(f"dropping {row.name}: {reason}")
         result.skipped[row.name] = reason
         result.rows.remove(row)

@@ -4,6 +4,7 @@
     report, text = run_bench(BenchOptions(bundle="bundle/", dataset="question.jsonl", per_category=2))
 """
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,10 +78,13 @@ def run_bench(options: BenchOptions, log=print):
     cores = options.threads or available_cores()
     rows, skipped = build_rows(ctx, methods, modes, cores, log=log)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = _load_average()
     result = run(ctx, rows, skipped, prompts, options.settings, warmup=options.warmup, progress=options.progress,
                  log=log)
     summary = summarize(result)
     settings = _settings(options, bundle, methods, modes, cores, prompts, started)
+    # other processes on the same cores distort every figure, multi-threaded rows the most
+    settings["machine"]["load_average_1min"] = {"start": load_before, "end": _load_average()}
     report = {"settings": settings, "methods": summary, "skipped": result.skipped}
     text = format_report(result, summary)
     if options.json_out:
@@ -132,6 +136,13 @@ def _settings(options, bundle, methods, modes, cores, prompts, started) -> dict:
         "versions": versions,
         "started": started,
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_name() -> str:

@@ -101,7 +101,11 @@ def distill(target, output: Path, minutes, max_steps, layers, streams, stream_wi
     if resume and trainer.load_checkpoint():
         click.echo(f"resuming at step {trainer.step} ({trainer.elapsed / 60:.1f} of {minutes:g} minutes spent)")
     with tqdm(desc="distilling", unit="step", initial=trainer.step, total=max_steps) as bar:
-        trainer.run(bar)
+        def measure(t):
+            if held_out:
+                agreement = summarize(draft.eval(), held_out)["agreement"]
+                bar.write(f"step {t.step}: held-out agreement {agreement:.1%} after {t.elapsed / 60:.1f} min")
+        trainer.run(bar, on_checkpoint=measure)
     draft.eval()
     after = summarize(draft, held_out) if held_out else None
 

@@ -168,8 +168,9 @@ class Trainer:
             return True
         return self.elapsed >= self.options.minutes * 60
 
-    def run(self, bar=None) -> None:
-        """Train until the budget is spent, checkpointing on the way and at the end."""
+    def run(self, bar=None, on_checkpoint=None) -> None:
+        """Train until the budget is spent, checkpointing on the way and at the end;
+        ``on_checkpoint(trainer)`` runs after each checkpoint (e.g. a held-out measurement)."""
         last_save = time.perf_counter()
         while not self.done():
             start = time.perf_counter()
@@ -186,6 +187,8 @@ class Trainer:
                 bar.set_postfix(postfix, refresh=False)
             if time.perf_counter() - last_save >= self.options.checkpoint_minutes * 60:
                 self.save_checkpoint()
+                if on_checkpoint:
+                    on_checkpoint(self)
                 last_save = time.perf_counter()
         self.save_checkpoint()
 
