@@ -11,10 +11,20 @@ So we run the HF layers' own weights through a small explicit forward:
   the runtime binds it straight into the cache buffer after the past.
 * ``attention_mask`` is additive float [batch, 1, seq, past_len + seq]; the runtime
   writes causal masks for windows and tree masks for the draft tree.
+
+Exported (``fused``, the default) the span is written in ONNX opset-23 ops that ONNX
+Runtime's CPU EP runs as single kernels: ``RMSNormalization``, ``RotaryEmbedding`` on
+[B, S, H*D] and ``Attention`` (grouped K/V heads, the additive mask as is) on 3-D
+BSND-packed Q/K/V, so there are no rotate_half or 5-D permutes left in the graph. The
+I/O stays exactly as above. ``fused = False`` keeps the elementwise decomposition
+(opset 20): the static NPU draft needs it (export/static.py), and eager PyTorch (training,
+the validation reference) always runs it.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.onnx import ops as onnx_ops
 
 from .architectures import ArchSpec
 
@@ -24,8 +34,22 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+def _exporting() -> bool:
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
+def rms_norm(norm: nn.Module, x, fused: bool):
+    """An HF RMSNorm module's math; one ONNX RMSNormalization node when exported fused."""
+    if not (fused and _exporting()):
+        return norm(x)
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+
+
 class DecoderSpan(nn.Module):
     """Layers [start, end) of an HF Llama-family model, run with explicit past K/V."""
+
+    fused = True  # export with opset-23 RMSNormalization / RotaryEmbedding / Attention
 
     def __init__(self, hf_model, start: int, end: int, spec: ArchSpec):
         super().__init__()
@@ -39,6 +63,8 @@ class DecoderSpan(nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     def forward(self, hidden, position_ids, attention_mask, past):
+        if self.fused and _exporting():
+            return self._forward_fused(hidden, position_ids, attention_mask, past)
         cos, sin = self.rotary(hidden, position_ids)  # [B, S, D]
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads (BSND)
         mask = attention_mask.unsqueeze(1)  # [B, 1, 1, S, T] over (kv_head, group)
@@ -73,9 +99,41 @@ class DecoderSpan(nn.Module):
         out = out.permute(0, 3, 1, 2, 4).reshape(b, s, h * d)
         return attn.o_proj(out), k, v
 
+    def _forward_fused(self, hidden, position_ids, attention_mask, past):
+        cos, sin = self.rotary(hidden, position_ids)  # [B, S, D]: cat(freqs, freqs), so keep one half
+        half = self.head_dim // 2
+        cos, sin = cos[..., :half], sin[..., :half]
+        presents = []
+        for layer, (past_k, past_v) in zip(self.layers, past):
+            x = rms_norm(layer.input_layernorm, hidden, True)
+            attn_out, k, v = self._attention_fused(layer, x, cos, sin, attention_mask, past_k, past_v)
+            hidden = hidden + attn_out
+            hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden, True))
+            presents += [k, v]
+        return hidden, presents
+
+    def _attention_fused(self, layer, x, cos, sin, mask, past_k, past_v):
+        """Q/K/V stay [B, S, heads * D] (BSND packed); K/V are [B, past + S, Hk * D] after the concat."""
+        attn = layer.self_attn
+        b, s, _ = x.shape
+        h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        if self.spec.qk_norm:
+            q = rms_norm(attn.q_norm, q.view(b, s, h, d), True).reshape(b, s, h * d)
+            k = rms_norm(attn.k_norm, k.view(b, s, hk, d), True).reshape(b, s, hk * d)
+        q = onnx_ops.rotary_embedding(q, cos, sin, num_heads=h)
+        k = onnx_ops.rotary_embedding(k, cos, sin, num_heads=hk).view(b, s, hk, d)
+        v = v.view(b, s, hk, d)
+        keys = torch.cat([past_k, k], dim=1).reshape(b, -1, hk * d)
+        values = torch.cat([past_v, v], dim=1).reshape(b, -1, hk * d)
+        out = onnx_ops.attention(q, keys, values, mask, q_num_heads=h, kv_num_heads=hk, scale=attn.scaling)[0]
+        return attn.o_proj(out), k, v
+
 
 class Head(nn.Module):
     """Final RMSNorm + LM head: the target's own head, reused at the early exit."""
+
+    fused = True  # see DecoderSpan.fused
 
     def __init__(self, hf_model):
         super().__init__()
@@ -83,4 +141,4 @@ class Head(nn.Module):
         self.lm_head = hf_model.lm_head
 
     def forward(self, hidden):
-        return self.lm_head(self.norm(hidden))
+        return self.lm_head(rms_norm(self.norm, hidden, self.fused))

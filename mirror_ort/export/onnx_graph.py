@@ -15,8 +15,10 @@ _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "fl
 
 
 def export_graph(module, args: tuple, input_names: list[str], output_names: list[str],
-                 dynamic_shapes: tuple, path: Path) -> None:
-    """Export with the dynamo exporter (opset 20): tied weights are stored once."""
+                 dynamic_shapes: tuple, path: Path, opset: int = 23) -> None:
+    """Export with the dynamo exporter: tied weights are stored once. Opset 23 has the
+    RMSNormalization / RotaryEmbedding / Attention ops the fused DecoderSpan exports to;
+    the static NPU draft keeps its decomposed ops at opset 20."""
     weight_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in module.parameters()}.values())
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # per-initializer INFO lines once logging is configured
@@ -24,7 +26,7 @@ def export_graph(module, args: tuple, input_names: list[str], output_names: list
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=input_names, output_names=output_names,
-            dynamic_shapes=dynamic_shapes, opset_version=20, optimize=True, verbose=False,
+            dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True, verbose=False,
         )
     program.save(str(path), external_data=weight_bytes > EXTERNAL_DATA_BYTES)
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import MirrorError
+from .decoder import DecoderSpan, Head
 from .onnx_graph import export_graph, graph_io
 
 DEFAULT_SEQ = 16  # one draft-tree level at the default gamma 6, max_branches 8 (<= 6 + 8 nodes)
@@ -59,7 +60,9 @@ class NpuDraft(nn.Module):
     "could not create op"): a float Gather (the embedding lookup) inside a larger graph, and
     RMSNorm written as ``x * rsqrt(mean(x^2) + eps)``. So the lookup becomes a one-hot MatMul
     over int32 ids (W x vocab x hidden MACs per call), the ``head_rows`` selection a one-hot
-    [R, W] MatMul, and RMSNorm ``x / sqrt(mean(x * x) + eps)``. The module is a deep copy: the
+    [R, W] MatMul, and RMSNorm ``x / sqrt(mean(x * x) + eps)``. It keeps the decomposed
+    attention and rotary (``fused = False``, opset 20): QNN does not take the opset-23
+    RMSNormalization / RotaryEmbedding / Attention ops. The module is a deep copy: the
     draft that was passed in is not changed. Not tried on QNN: a reduced-vocabulary draft's
     id map (a Gather on the head's argmax).
     """
@@ -68,6 +71,9 @@ class NpuDraft(nn.Module):
         super().__init__()
         self.draft = copy.deepcopy(draft)
         self.draft.embed = OneHotEmbedding(self.draft.embed.weight)
+        for module in self.draft.modules():
+            if isinstance(module, (DecoderSpan, Head)):
+                module.fused = False
         for parent in list(self.draft.modules()):
             for name, child in parent.named_children():
                 if type(child).__name__.endswith("RMSNorm"):
@@ -121,6 +127,7 @@ def export_static_draft(module, layers: tuple[int, int], directory: Path, static
     outputs = ["logits", "next_ids"] + (["stream_logits", "stream_ids"] if facts.get("streams") else [])
     path = directory / "draft.onnx"
     export_graph(NpuDraft(module), (first, positions, mask, head_rows, *past),
-                 ["input_ids", "position_ids", "attention_mask", "head_rows", *kv], outputs + presents, None, path)
+                 ["input_ids", "position_ids", "attention_mask", "head_rows", *kv], outputs + presents, None, path,
+                 opset=20)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": heads, "head_dim": head_dim,
             **graph_io(path), **facts, "static": dict(static)}
