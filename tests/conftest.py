@@ -29,7 +29,7 @@ def unrelated_draft_dir(tmp_path_factory, tokenizer):
 def export(model, out, **options):
     from mirror_ort.export.exporter import ExportOptions, export_bundle
 
-    return export_bundle(str(model), out, ExportOptions(**options), log=lambda m: None)
+    return export_bundle(None if model is None else str(model), out, ExportOptions(**options), log=lambda m: None)
 
 
 @pytest.fixture(scope="session")

