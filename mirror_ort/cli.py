@@ -192,7 +192,11 @@ def providers(as_json):
 
 
 from .bench.cli import bench  # noqa: E402
+from .distill.cli import distill  # noqa: E402
+
 main.add_command(bench)
+main.add_command(distill)
+
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,15 @@ SHAPE = DraftShape(layers=1, streams=2, stream_intermediate=32)
 DRAFT_VOCAB = 200
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and spinning threads crawl on a busy machine (40x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def source(target_dir):
     return load_source(str(target_dir))
