@@ -198,3 +198,26 @@ def test_embedded_default_exports_end_to_end(tmp_path):
     ar = pipe.generate("What is the capital of France?", chat=True, method="ar", max_new_tokens=24)
     assert "Paris" in ar.text
     assert pipe.generate("What is the capital of France?", chat=True, max_new_tokens=24).token_ids == ar.token_ids
+
+
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_quantized_export_validates_and_stays_lossless_between_methods(tmp_path, target_dir, precision):
+    """Weight-only MatMulNBits graphs: the report says what the precision cost, and every
+    method still gives the same tokens at that precision."""
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    bundle = export(target_dir, tmp_path / precision, draft="layers:2", precision=precision,
+                    thresholds={"argmax_agreement": 0.0, "topk_agreement": 0.0, "perplexity_ratio": 100.0})
+    report = bundle.manifest["validation"]
+    checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
+    assert report["passed"] and {"value", "torch_fp32", "ratio"} <= set(checks[("perplexity", "prefix+suffix")])
+    assert all(g["precision"] == precision for g in bundle.manifest["graphs"].values())
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(bundle.graph("suffix").path)).graph.node}
+    assert "MatMulNBits" in ops
+    pipe = Pipeline.from_bundle(bundle.path)
+    for prompt in ("The capital of France is", "Once upon a time"):
+        want = pipe.generate(prompt, method="ar", max_new_tokens=20).token_ids
+        for method in ("sd", "mirror"):
+            assert pipe.generate(prompt, method=method, max_new_tokens=20, gamma=5).token_ids == want
