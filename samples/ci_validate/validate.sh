@@ -58,10 +58,14 @@ archive() {
   if [ -d "$REPORT_DIR" ]; then
     [ -f "$BUNDLE_DIR/mirror_ort.json" ] && cp "$BUNDLE_DIR/mirror_ort.json" "$REPORT_DIR/manifest.json" 2>/dev/null
     echo "exit status $rc" > "$REPORT_DIR/status.txt"
-    if tar -czf "$ARCHIVE.tmp" -C "$REPORT_DIR" --exclude "$(basename "$ARCHIVE")*" . 2>/dev/null \
-        && mv "$ARCHIVE.tmp" "$ARCHIVE"; then
+    # The archive is written outside the folder it packs: tar fails on a folder that changes under it.
+    local packing
+    packing=$(mktemp "${TMPDIR:-/tmp}/mirror-ort-report.XXXXXX")
+    if tar -czf "$packing" -C "$REPORT_DIR" --exclude "$(basename "$ARCHIVE")" . 2>/dev/null \
+        && mv "$packing" "$ARCHIVE"; then
       echo "report archived: $ARCHIVE"
     else
+      rm -f "$packing"
       echo "warning: could not archive $REPORT_DIR" >&2
     fi
   fi
