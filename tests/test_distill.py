@@ -268,24 +268,17 @@ def test_sd_and_mirror_with_a_distilled_draft_are_lossless_greedy(distilled_pipe
 def test_sampling_with_a_distilled_draft_keeps_the_target_distribution(distilled_pipe):
     """Chi-square fit of 3-token continuations to the exact target distribution (see test_runtime):
     the runtime scatters the draft's V' probabilities into the target vocabulary."""
-    from scipy import stats as scipy_stats
-    from test_runtime import _exact_distribution
+    from test_runtime import _exact_distribution, chi_square_pvalue
 
     pipe, steps, top_k, temperature, draws = distilled_pipe, 3, 3, 1.5, 400
     prompt_ids = pipe.encode("Once upon a time there was")
     exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
     outcomes = sorted(exact)
-    expected = np.array([exact[o] for o in outcomes]) * draws
     for method in ("sd", "mirror"):
         counts = dict.fromkeys(outcomes, 0)
         for seed in range(draws):
             ids = pipe.generate(prompt_ids, method=method, max_new_tokens=steps, temperature=temperature,
                                 top_k=top_k, seed=seed, gamma=2).token_ids
             counts[tuple(ids)] += 1
-        observed = np.array([counts[o] for o in outcomes])
-        small = expected < 5
-        obs = np.append(observed[~small], observed[small].sum())
-        exp = np.append(expected[~small], expected[small].sum())
-        keep = exp > 0
-        p_value = scipy_stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
+        p_value = chi_square_pvalue(counts, exact)
         assert p_value > 1e-3, (method, p_value)

@@ -145,6 +145,19 @@ def _exact_distribution(pipe, prompt_ids, steps, top_k, temperature):
     return probs
 
 
+def chi_square_pvalue(counts: dict, exact: dict) -> float:
+    """Chi-square goodness of fit of sampled outcome counts to exact probabilities; outcomes
+    expected fewer than 5 times are pooled into one bin."""
+    outcomes = sorted(exact)
+    observed = np.array([counts[o] for o in outcomes])
+    expected = np.array([exact[o] for o in outcomes]) * observed.sum()
+    small = expected < 5
+    obs = np.append(observed[~small], observed[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    keep = exp > 0
+    return scipy_stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
+
+
 @pytest.mark.parametrize("name", ["unrelated", "layers"])
 def test_sampling_matches_the_target_distribution(pipes, name):
     """Chi-square goodness of fit of 3-token continuations against the exact target distribution.
@@ -154,20 +167,13 @@ def test_sampling_matches_the_target_distribution(pipes, name):
     prompt_ids = pipe.encode(PROMPTS[4])
     exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
     outcomes = sorted(exact)
-    expected = np.array([exact[o] for o in outcomes]) * draws
     for method in ("ar", "sd", "mirror"):
         counts = dict.fromkeys(outcomes, 0)
         for seed in range(draws):
             ids = pipe.generate(prompt_ids, method=method, max_new_tokens=steps, temperature=temperature,
                                 top_k=top_k, seed=1000 * (name == "layers") + seed, gamma=2).token_ids
             counts[tuple(ids)] += 1
-        observed = np.array([counts[o] for o in outcomes])
-        # pool outcomes expected fewer than 5 times into one bin
-        small = expected < 5
-        obs = np.append(observed[~small], observed[small].sum())
-        exp = np.append(expected[~small], expected[small].sum())
-        keep = exp > 0
-        p_value = scipy_stats.chisquare(obs[keep], exp[keep] * obs[keep].sum() / exp[keep].sum()).pvalue
+        p_value = chi_square_pvalue(counts, exact)
         assert p_value > 1e-3, (name, method, p_value)
 
 
@@ -181,12 +187,7 @@ def test_sampling_test_detects_a_wrong_distribution(pipes):
     for seed in range(600):
         ids = pipe.generate(prompt_ids, method="ar", max_new_tokens=3, temperature=0.7, top_k=3, seed=seed).token_ids
         counts[tuple(ids)] += 1
-    expected = np.array([exact[o] for o in outcomes]) * 600
-    observed = np.array([counts[o] for o in outcomes])
-    small = expected < 5
-    obs = np.append(observed[~small], observed[small].sum())
-    exp = np.append(expected[~small], expected[small].sum())
-    assert scipy_stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue < 1e-3
+    assert chi_square_pvalue(counts, exact) < 1e-3
 
 
 def test_prompt_cache_reuses_the_conversation_prefix(bundle_layers):
