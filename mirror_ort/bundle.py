@@ -21,14 +21,23 @@ from pathlib import Path
 from .errors import MirrorError
 
 MANIFEST = "mirror_ort.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GRAPH_ROLES = ("prefix", "suffix", "draft")
 
 KV_CACHE_LAYOUT = {
-    "layout": "BSND",
-    "past": "past.{layer}.key|value: [batch, past, kv_heads, head_dim], positions 0..past-1",
-    "present": "present.{layer}.key|value: [batch, seq, kv_heads, head_dim], the new positions only",
-    "attention_mask": "float32 [batch, 1, seq, past + seq], additive: 0 attends, -1e9 masks",
+    "BSND": {
+        "graphs": "the draft",
+        "past": "past.{layer}.key|value: [batch, past, kv_heads, head_dim], positions 0..past-1",
+        "present": "present.{layer}.key|value: [batch, seq, kv_heads, head_dim], the new positions only",
+    },
+    "BNSH-shared": {
+        "graphs": "the target's prefix and suffix",
+        "past": "past.{layer}.key|value: [batch, kv_heads, capacity, head_dim], valid positions 0..total-seq-1",
+        "present": "present.{layer}.key|value: the same buffer as the past; the graph writes the new "
+                   "positions total-seq..total-1 in place",
+    },
+    "attention_mask": "float32 [batch, 1, seq, total], additive: 0 attends, -1e9 masks (total = past + seq); "
+                      "BNSH-shared graphs are causal and read only its width",
     "mask_value": -1e9,
 }
 
@@ -54,6 +63,7 @@ class GraphSpec:
     outputs: list
     static: dict | None = None  # {"batch", "seq", "capacity"} for static-shape graphs
     streams: int = 0
+    kv_layout: str = "BSND"  # or "BNSH-shared" (see KV_CACHE_LAYOUT)
 
     @property
     def input_names(self) -> list[str]:
@@ -104,7 +114,7 @@ class Bundle:
         if g is None:
             raise MirrorError(f"bundle {self.path} has no {role} graph: re-export it with a draft (--draft)")
         return GraphSpec(role, self.path / g["file"], tuple(g["layers"]), g["num_kv_heads"], g["head_dim"],
-                         g["inputs"], g["outputs"], g.get("static"), g.get("streams", 0))
+                         g["inputs"], g["outputs"], g.get("static"), g.get("streams", 0), g.get("kv_layout", "BSND"))
 
     @property
     def has_draft(self) -> bool:

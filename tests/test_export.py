@@ -62,6 +62,36 @@ def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
     assert sessions["prefix"].cache.length == sessions["suffix"].cache.length == 40
 
 
+def test_target_graphs_attend_in_place_on_a_shared_cache(bundle_layers):
+    """The target's graphs run GroupQueryAttention on BNSH buffers bound once; a rollback is a
+    length: rescoring after one gives what scoring the kept tokens afresh gives."""
+    import onnx
+
+    bundle = Bundle.load(bundle_layers)
+    assert bundle.graph("prefix").kv_layout == bundle.graph("suffix").kv_layout == "BNSH-shared"
+    assert bundle.graph("draft").kv_layout == "BSND"  # its tree levels need tree masks
+    ops = {n.op_type for n in onnx.load(str(bundle.graph("suffix").path)).graph.node}
+    assert "GroupQueryAttention" in ops and "Attention" not in ops and "Concat" not in ops
+    ids = np.random.default_rng(4).integers(0, bundle.vocab_size, 20)
+
+    def score(session_pair, start, tokens):
+        pos, mask = positions(start, len(tokens)), causal_mask(start, len(tokens))
+        hidden = session_pair[0].run(tokens[None], pos, mask, outputs=("hidden",))["hidden"]
+        return session_pair[1].run(hidden, pos, mask, outputs=("logits",))["logits"][0].copy()
+
+    def sessions():
+        return [GraphSession(bundle.graph(r), create_session(bundle.graph(r).path, ProviderChoice()), 32)
+                for r in ("prefix", "suffix")]
+
+    rolled, fresh = sessions(), sessions()
+    score(rolled, 0, ids[:10])
+    score(rolled, 10, ids[10:17])  # a window that is then rejected
+    for s in rolled:
+        s.cache.truncate(12)
+    score(fresh, 0, ids[:12])
+    np.testing.assert_array_equal(score(rolled, 12, ids[12:20]), score(fresh, 12, ids[12:20]))
+
+
 def test_bundle_files_and_weights_stored_once(bundle_layers):
     files = sorted(p.name for p in bundle_layers.iterdir())
     assert {"mirror_ort.json", "prefix.onnx", "suffix.onnx", "draft.onnx", "tokenizer.json"} <= set(files)

@@ -12,6 +12,14 @@ So we run the HF layers' own weights through a small explicit forward:
 * ``attention_mask`` is additive float [batch, 1, seq, past_len + seq]; the runtime
   writes causal masks for windows and tree masks for the draft tree.
 
+The target's spans (``shared_cache=True``) are exported the way ONNX Runtime decodes
+fastest: one ``com.microsoft`` GroupQueryAttention per layer on packed Q/K/V, with rotary
+inside and a shared BNSH cache (``past.{i}.key`` and ``present.{i}.key`` are the same
+[batch, kv_heads, capacity, head_dim] buffer; the op writes the new positions in place
+after the first ``total - seq``). The target only ever scores causal windows, so the
+mask's width (``total``) is all the op needs from it; positions follow from the length.
+The draft keeps BSND and explicit masks: its tree levels need tree masks.
+
 Exported (``fused``, the default) the span is written in ONNX opset-23 ops that ONNX
 Runtime's CPU EP runs as single kernels: ``RMSNormalization``, ``RotaryEmbedding`` on
 [B, S, H*D] and ``Attention`` (grouped K/V heads, the additive mask as is) on 3-D
@@ -51,7 +59,7 @@ class DecoderSpan(nn.Module):
 
     fused = True  # export with opset-23 RMSNormalization / RotaryEmbedding / Attention
 
-    def __init__(self, hf_model, start: int, end: int, spec: ArchSpec):
+    def __init__(self, hf_model, start: int, end: int, spec: ArchSpec, shared_cache: bool = False):
         super().__init__()
         cfg = hf_model.config
         self.start, self.end = start, end
@@ -61,8 +69,14 @@ class DecoderSpan(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        # ONNX Runtime's GroupQueryAttention takes head sizes in multiples of 16; others keep BSND.
+        self.shared_cache = shared_cache and self.head_dim % 16 == 0
+        if self.shared_cache:
+            self._prepare_gqa(cfg)
 
     def forward(self, hidden, position_ids, attention_mask, past):
+        if self.shared_cache and _exporting():
+            return self._forward_gqa(hidden, attention_mask, past)
         if self.fused and _exporting():
             return self._forward_fused(hidden, position_ids, attention_mask, past)
         cos, sin = self.rotary(hidden, position_ids)  # [B, S, D]
@@ -128,6 +142,78 @@ class DecoderSpan(nn.Module):
         values = torch.cat([past_v, v], dim=1).reshape(b, -1, hk * d)
         out = onnx_ops.attention(q, keys, values, mask, q_num_heads=h, kv_num_heads=hk, scale=attn.scaling)[0]
         return attn.o_proj(out), k, v
+
+
+    def _prepare_gqa(self, cfg):
+        """Packed projections (one MatMul for Q/K/V, one for gate/up) and the rotary tables GQA reads."""
+        if not self.spec.qk_norm:  # Qwen3 normalises q and k apart: keep them apart
+            self.qkv = nn.ModuleList(_packed_linear([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
+                                     for l in self.layers)
+        self.gate_up = nn.ModuleList(_packed_linear([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers)
+        with torch.no_grad():
+            positions = torch.arange(cfg.max_position_embeddings)[None]
+            cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), positions)
+        half = self.head_dim // 2
+        self.register_buffer("cos_cache", cos[0, :, :half].contiguous(), persistent=False)
+        self.register_buffer("sin_cache", sin[0, :, :half].contiguous(), persistent=False)
+
+    def _forward_gqa(self, hidden, attention_mask, past):
+        """Per layer: GroupQueryAttention, then SkipSimplifiedLayerNormalization (residual add +
+        the next RMSNorm in one op) around a packed gate/up MLP."""
+        b, s, _ = hidden.shape
+        total = attention_mask.shape[-1]
+        seqlens_k = torch.full((b,), total - 1, dtype=torch.int32)  # per row: valid length - 1
+        total_length = torch.full((), total, dtype=torch.int32)
+        presents = []
+        x = rms_norm(self.layers[0].input_layernorm, hidden, True)
+        for i, (layer, (past_k, past_v)) in enumerate(zip(self.layers, past)):
+            attn = layer.self_attn
+            if self.spec.qk_norm:
+                h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
+                q = rms_norm(attn.q_norm, attn.q_proj(x).view(b, s, h, d), True).reshape(b, s, h * d)
+                k = rms_norm(attn.k_norm, attn.k_proj(x).view(b, s, hk, d), True).reshape(b, s, hk * d)
+                qkv = (q, k, attn.v_proj(x))
+            else:
+                qkv = (self.qkv[i](x), None, None)
+            out, k, v = onnx_ops.symbolic_multi_out(
+                "com.microsoft::GroupQueryAttention",
+                [*qkv, past_k, past_v, seqlens_k, total_length, self.cos_cache, self.sin_cache],
+                {"num_heads": self.num_heads, "kv_num_heads": self.num_kv_heads, "scale": float(attn.scaling),
+                 "do_rotary": 1, "rotary_interleaved": 0},
+                dtypes=(hidden.dtype, past_k.dtype, past_v.dtype),
+                shapes=((b, s, self.num_heads * self.head_dim), past_k.shape, past_v.shape),
+                version=1,
+            )
+            presents += [k, v]
+            x, hidden = _skip_rms_norm(layer.post_attention_layernorm, attn.o_proj(out), hidden)
+            gate, up = self.gate_up[i](x).chunk(2, dim=-1)
+            mlp_out = layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            if i + 1 < len(self.layers):
+                x, hidden = _skip_rms_norm(self.layers[i + 1].input_layernorm, mlp_out, hidden)
+            else:
+                hidden = hidden + mlp_out
+        return hidden, presents
+
+
+def _skip_rms_norm(norm: nn.Module, x, residual):
+    """(RMSNorm(residual + x), residual + x) as one com.microsoft SkipSimplifiedLayerNormalization."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    stats = (*x.shape[:-1], 1)
+    normed, _, _, total = onnx_ops.symbolic_multi_out(
+        "com.microsoft::SkipSimplifiedLayerNormalization", [x, residual, norm.weight], {"epsilon": float(eps)},
+        dtypes=(x.dtype, torch.float32, torch.float32, x.dtype), shapes=(x.shape, stats, stats, x.shape), version=1)
+    return normed, total
+
+
+def _packed_linear(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing several side by side (their outputs concatenated)."""
+    packed = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears),
+                       bias=linears[0].bias is not None)
+    with torch.no_grad():
+        packed.weight.copy_(torch.cat([l.weight for l in linears]))
+        if packed.bias is not None:
+            packed.bias.copy_(torch.cat([l.bias for l in linears]))
+    return packed
 
 
 class Head(nn.Module):

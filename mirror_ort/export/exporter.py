@@ -162,10 +162,16 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
     positions = torch.arange(p, p + s).expand(b, s).contiguous()
     mask = torch.zeros(b, 1, s, p + s)
     head_rows = torch.tensor([0, s - 1])
-    past = tuple(torch.zeros(b, p, cfg_heads, head_dim) for _ in range(2 * num_layers))
     batch, seq, past_len, total, rows = Dim("batch"), Dim("seq"), Dim("past"), Dim("total"), Dim("rows")
+    shared = module.span.shared_cache  # the target's BNSH cache buffers, see DecoderSpan
+    if shared:
+        past = tuple(torch.zeros(b, cfg_heads, p + s + 2, head_dim) for _ in range(2 * num_layers))
+        past_dims = {0: batch, 2: Dim("capacity")}
+    else:
+        past = tuple(torch.zeros(b, p, cfg_heads, head_dim) for _ in range(2 * num_layers))
+        past_dims = {0: batch, 1: past_len}
     dynamic = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch, 2: seq, 3: total}, {0: rows},
-               tuple({0: batch, 1: past_len} for _ in past))
+               tuple(past_dims for _ in past))
     kv = [f"{io}.{i}.{t}" for i in range(*layers) for t in ("key", "value") for io in ("past",)]
     presents = [n.replace("past.", "present.") for n in kv]
     first_name = "hidden" if role == "suffix" else "input_ids"
@@ -176,7 +182,7 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
                  [first_name, "position_ids", "attention_mask", "head_rows", *kv],
                  outputs + presents, dynamic, path)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
-            **graph_io(path), "static": None, **facts}
+            "kv_layout": "BNSH-shared" if shared else "BSND", **graph_io(path), "static": None, **facts}
 
 
 def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, directory: Path) -> dict:

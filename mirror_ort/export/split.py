@@ -30,7 +30,7 @@ class Prefix(nn.Module):
     def __init__(self, hf_model, exit_layer: int, kappa: int, spec):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
-        self.span = DecoderSpan(hf_model, 0, exit_layer, spec)
+        self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True)
         self.head = Head(hf_model)
         self.kappa = kappa
 
@@ -44,7 +44,7 @@ class Prefix(nn.Module):
 class Suffix(nn.Module):
     def __init__(self, hf_model, exit_layer: int, spec):
         super().__init__()
-        self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec)
+        self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec, shared_cache=True)
         self.head = Head(hf_model)
 
     def forward(self, hidden, position_ids, attention_mask, head_rows, *past):

@@ -32,7 +32,9 @@ class GraphSession:
         capacity = self.static["capacity"] if self.static else capacity
         # A static graph writes all W present rows: the buffer has room for a padded window at C.
         rows = capacity + (self.static["seq"] if self.static else 0)
-        self.cache = KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim)
+        self.cache = KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim, spec.kv_layout)
+        self.shared_cache = spec.kv_layout == "BNSH-shared"
+        self._cache_bound = False
         self._static_inputs: dict[str, np.ndarray] | None = None
         self._provider = _provider(session)
         self.binding = session.io_binding()
@@ -68,6 +70,8 @@ class GraphSession:
             raise MirrorError(f"sequence of {past + seq} positions exceeds the cache capacity {self.capacity}: {fix}")
         if self.static:
             return self._run_static(first, position_ids, attention_mask, head_rows, past, outputs)
+        if self.shared_cache:
+            return self._run_shared(first, position_ids, attention_mask, rows, past, outputs)
         b = self.binding
         b.clear_binding_outputs()  # bind exactly this call's outputs
         self._bind_input(self.first_input, first)
@@ -87,6 +91,34 @@ class GraphSession:
         self.session.run_with_iobinding(b)
         self.cache.length = past + seq
         return result
+
+    def _run_shared(self, first, position_ids, attention_mask, rows, past: int, outputs) -> dict[str, np.ndarray]:
+        """A BNSH-shared graph: the cache is bound once, whole, as past and present; per call only
+        the window's inputs and the small outputs are bound. The mask's width tells the graph
+        where the new positions go."""
+        seq = position_ids.shape[1]
+        if attention_mask.shape[-1] != past + seq:
+            raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
+        b = self.binding
+        if not self._cache_bound:
+            for layer, (pk, pv, nk, nv) in enumerate(self.spec.kv_names):
+                for kind, (past_name, present_name) in enumerate(((pk, nk), (pv, nv))):
+                    whole = self.cache.whole(layer, kind)
+                    self._bind_input(past_name, whole)
+                    b.bind_output(present_name, "cpu", 0, np.float32, whole.shape, whole.ctypes.data)
+            self._cache_bound = True
+        self._bind_input(self.first_input, first)
+        self._bind_input("position_ids", position_ids)
+        self._bind_input("attention_mask", attention_mask)
+        self._bind_input("head_rows", rows)
+        result = {}
+        for name, spec in self._outputs.items():  # every output bound: none is allocated per call
+            buf = self._buffer(name, len(rows) if spec["shape"][1] == "rows" else seq)
+            b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+            result[name] = buf
+        self.session.run_with_iobinding(b)
+        self.cache.length = past + seq
+        return {name: result[name] for name in outputs}
 
     def _run_static(self, first, position_ids, attention_mask, head_rows, past: int, outputs) -> dict[str, np.ndarray]:
         """Run S new positions through a graph fixed at W new positions on a C-row cache.
