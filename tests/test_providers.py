@@ -127,6 +127,7 @@ def test_cuda_session_options():
     assert plan.providers == [("CUDAExecutionProvider", {"device_id": "1", "gpu_mem_limit": "2147483648"})]
     assert _config(plan.options, "session.disable_cpu_ep_fallback") == "1"
     assert _config(plan.options, "session.intra_op.allow_spinning") == "0"
+    assert _config(plan.options, "session.force_spinning_stop") == "1"  # prefix and suffix take turns
     assert (plan.options.intra_op_num_threads, plan.options.inter_op_num_threads) == (2, 1)
 
 

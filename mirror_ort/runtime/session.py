@@ -16,8 +16,9 @@ class GraphSession:
 
     ``run`` binds the cache's first ``past`` positions as the past K/V, binds the
     present K/V outputs to the positions right after, and the other outputs to
-    reusable buffers. The caller decides what the new length is (``cache.length``):
-    a window can be scored, then partly kept.
+    reusable buffers; a BNSH-shared graph (the target's) instead gets the whole cache
+    buffer once, as past and present, and appends in place. The caller decides what
+    the new length is (``cache.length``): a window can be scored, then partly kept.
 
     A static-shape graph (``spec.static``, exported with ``--static`` for NPUs) takes a fixed
     window W over the whole K/V capacity C: ``run`` pads to W (or goes in chunks of W), and its
