@@ -92,6 +92,17 @@ def test_target_graphs_attend_in_place_on_a_shared_cache(bundle_layers):
     np.testing.assert_array_equal(score(rolled, 12, ids[12:20]), score(fresh, 12, ids[12:20]))
 
 
+def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
+    """The share of positions whose final token is among the early-exit Top-kappa (Mirror-SD's
+    overlap mass): certain when kappa is the whole vocabulary, rare for top-1 at layer 1 of 4."""
+    def overlap(kappa):
+        bundle = export(target_dir, tmp_path / f"k{kappa}", draft="none", exit_layer=1, kappa=kappa)
+        return next(c["value"] for c in bundle.manifest["validation"]["checks"] if c["name"] == "exit_overlap")
+
+    assert overlap(384) == 1.0
+    assert overlap(1) < 0.5
+
+
 def test_bundle_files_and_weights_stored_once(bundle_layers):
     files = sorted(p.name for p in bundle_layers.iterdir())
     assert {"mirror_ort.json", "prefix.onnx", "suffix.onnx", "draft.onnx", "tokenizer.json"} <= set(files)

@@ -111,6 +111,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
         draft_module = _draft_module(bundle, source)
 
     diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
+    exit_covers = []  # per text position: is the final next token among the early-exit Top-kappa?
     nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
     for index, ids in enumerate(prompts):
         bundle_logits = []
@@ -136,6 +137,8 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
             argmax_hits += int((logits.argmax(-1) == want.argmax(-1)).sum())
             for got, ref in zip(p["exit_ids"][0], ref_exit[start:start + seq]):
                 topk_overlap.append(len(set(got.tolist()) & set(ref.tolist())) / kappa)
+            if index < len(PROMPTS):
+                exit_covers += (p["exit_ids"][0] == logits.argmax(-1)[:, None]).any(-1).tolist()
             if draft is not None:
                 d = draft.run(tokens, pos, mask, outputs=("logits",))["logits"][0]
                 draft_diffs.append(float(np.abs(d - ref_draft[start:start + seq]).max()))
@@ -155,6 +158,10 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
         {"name": "topk_agreement", "graph": "prefix", "value": overlap, "kappa": kappa,
          "passed": overlap >= thresholds["topk_agreement"]},
     ]
+    # Not a pass/fail check: Mirror-SD's overlap mass, which bounds the draft tree's reuse
+    # (fallback >= 1 - overlap); a deeper --exit-layer or a larger --kappa raises it.
+    checks.append({"name": "exit_overlap", "graph": "prefix+suffix", "value": float(np.mean(exit_covers)),
+                   "kappa": kappa, "positions": len(exit_covers), "passed": True})
     ppl_torch, ppl_bundle = float(np.exp(np.mean(nll_torch))), float(np.exp(np.mean(nll_bundle)))
     checks.append({"name": "perplexity", "graph": "prefix+suffix", "value": ppl_bundle, "torch_fp32": ppl_torch,
                    "ratio": ppl_bundle / ppl_torch, "passed": ppl_bundle / ppl_torch <= thresholds["perplexity_ratio"]})
@@ -168,7 +175,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
              "passed": d_agree >= limits["argmax_agreement"]},
         ]
     for c in checks:
-        c["positions"] = n
+        c.setdefault("positions", n)
     if skipped_draft:
         checks.append({"name": "parity", "graph": "draft", "passed": True,
                        "skipped": f"the static draft's capacity {static['capacity']} is below the check's "
