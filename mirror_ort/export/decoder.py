@@ -46,12 +46,16 @@ def _exporting() -> bool:
     return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
 
 
+def norm_eps(norm: nn.Module) -> float:
+    """An HF RMSNorm module's epsilon (Llama-style ``variance_epsilon`` or ``eps``)."""
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+
+
 def rms_norm(norm: nn.Module, x, fused: bool):
     """An HF RMSNorm module's math; one ONNX RMSNormalization node when exported fused."""
     if not (fused and _exporting()):
         return norm(x)
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm_eps(norm))
 
 
 class DecoderSpan(nn.Module):
@@ -131,10 +135,7 @@ class DecoderSpan(nn.Module):
         attn = layer.self_attn
         b, s, _ = x.shape
         h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-        if self.spec.qk_norm:
-            q = rms_norm(attn.q_norm, q.view(b, s, h, d), True).reshape(b, s, h * d)
-            k = rms_norm(attn.k_norm, k.view(b, s, hk, d), True).reshape(b, s, hk * d)
+        q, k, v = self._packed_qkv(attn, x)
         q = onnx_ops.rotary_embedding(q, cos, sin, num_heads=h)
         k = onnx_ops.rotary_embedding(k, cos, sin, num_heads=hk).view(b, s, hk, d)
         v = v.view(b, s, hk, d)
@@ -143,6 +144,15 @@ class DecoderSpan(nn.Module):
         out = onnx_ops.attention(q, keys, values, mask, q_num_heads=h, kv_num_heads=hk, scale=attn.scaling)[0]
         return attn.o_proj(out), k, v
 
+    def _packed_qkv(self, attn, x):
+        """Q, K, V as [B, S, heads * D]; Q and K normalised per head first where the family does (Qwen3)."""
+        b, s, _ = x.shape
+        h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        if self.spec.qk_norm:
+            q = rms_norm(attn.q_norm, q.view(b, s, h, d), True).reshape(b, s, h * d)
+            k = rms_norm(attn.k_norm, k.view(b, s, hk, d), True).reshape(b, s, hk * d)
+        return q, k, v
 
     def _prepare_gqa(self, cfg):
         """Packed projections (one MatMul for Q/K/V, one for gate/up) and the rotary tables GQA reads."""
@@ -168,13 +178,7 @@ class DecoderSpan(nn.Module):
         x = rms_norm(self.layers[0].input_layernorm, hidden, True)
         for i, (layer, (past_k, past_v)) in enumerate(zip(self.layers, past)):
             attn = layer.self_attn
-            if self.spec.qk_norm:
-                h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
-                q = rms_norm(attn.q_norm, attn.q_proj(x).view(b, s, h, d), True).reshape(b, s, h * d)
-                k = rms_norm(attn.k_norm, attn.k_proj(x).view(b, s, hk, d), True).reshape(b, s, hk * d)
-                qkv = (q, k, attn.v_proj(x))
-            else:
-                qkv = (self.qkv[i](x), None, None)
+            qkv = self._packed_qkv(attn, x) if self.spec.qk_norm else (self.qkv[i](x), None, None)
             out, k, v = onnx_ops.symbolic_multi_out(
                 "com.microsoft::GroupQueryAttention",
                 [*qkv, past_k, past_v, seqlens_k, total_length, self.cos_cache, self.sin_cache],
@@ -197,10 +201,9 @@ class DecoderSpan(nn.Module):
 
 def _skip_rms_norm(norm: nn.Module, x, residual):
     """(RMSNorm(residual + x), residual + x) as one com.microsoft SkipSimplifiedLayerNormalization."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
     stats = (*x.shape[:-1], 1)
     normed, _, _, total = onnx_ops.symbolic_multi_out(
-        "com.microsoft::SkipSimplifiedLayerNormalization", [x, residual, norm.weight], {"epsilon": float(eps)},
+        "com.microsoft::SkipSimplifiedLayerNormalization", [x, residual, norm.weight], {"epsilon": float(norm_eps(norm))},
         dtypes=(x.dtype, torch.float32, torch.float32, x.dtype), shapes=(x.shape, stats, stats, x.shape), version=1)
     return normed, total
 

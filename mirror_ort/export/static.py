@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import MirrorError
-from .decoder import DecoderSpan, Head
+from .decoder import DecoderSpan, Head, norm_eps
 from .onnx_graph import export_graph, graph_io
 
 DEFAULT_SEQ = 16  # one draft-tree level at the default gamma 6, max_branches 8 (<= 6 + 8 nodes)
@@ -107,7 +107,7 @@ class DivRMSNorm(nn.Module):
     def __init__(self, norm: nn.Module):
         super().__init__()
         self.weight = norm.weight
-        self.eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+        self.eps = norm_eps(norm)
 
     def forward(self, x):
         return self.weight * (x / torch.sqrt(torch.mean(x * x, dim=-1, keepdim=True) + self.eps))

@@ -18,7 +18,6 @@ import numpy as np
 class KVCache:
     def __init__(self, num_layers: int, capacity: int, num_kv_heads: int, head_dim: int, layout: str = "BSND"):
         self.capacity = capacity
-        self.layout = layout
         shape = (capacity, num_kv_heads, head_dim) if layout == "BSND" else (1, num_kv_heads, capacity, head_dim)
         self.buffer = np.zeros((num_layers, 2) + shape, dtype=np.float32)
         self.length = 0  # positions [0, length) hold valid K/V

@@ -86,7 +86,7 @@ class GraphSession:
                 b.bind_output(present_name, "cpu", 0, np.float32, present.shape, present.ctypes.data)
         result = {}
         for name in outputs:
-            buf = self._buffer(name, len(rows) if self._outputs[name]["shape"][1] == "rows" else seq)
+            buf = self._output_buffer(name, len(rows), seq)
             b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
             result[name] = buf
         self.session.run_with_iobinding(b)
@@ -113,8 +113,8 @@ class GraphSession:
         self._bind_input("attention_mask", attention_mask)
         self._bind_input("head_rows", rows)
         result = {}
-        for name, spec in self._outputs.items():  # every output bound: none is allocated per call
-            buf = self._buffer(name, len(rows) if spec["shape"][1] == "rows" else seq)
+        for name in self._outputs:  # every output bound: none is allocated per call
+            buf = self._output_buffer(name, len(rows), seq)
             b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
             result[name] = buf
         self.session.run_with_iobinding(b)
@@ -202,6 +202,10 @@ class GraphSession:
 
     def _bind_input(self, name: str, array: np.ndarray) -> None:
         self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+
+    def _output_buffer(self, name: str, rows: int, seq: int) -> np.ndarray:
+        """The buffer for a dynamic graph's output: one row per head row or per new position."""
+        return self._buffer(name, rows if self._outputs[name]["shape"][1] == "rows" else seq)
 
     def _buffer(self, name: str, seq: int) -> np.ndarray:
         """A [1, seq, ...] view of a buffer that grows to the longest window seen."""
