@@ -6,6 +6,7 @@ import sys
 import click
 
 from .errors import MirrorError
+from .export.quantize import DRAFT_PRECISIONS, PRECISIONS
 
 
 class _Group(click.Group):
@@ -59,10 +60,11 @@ def _with(options):
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("--no-validate", is_flag=True, help="Skip validation after export.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (off by default).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int4"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Target weights: weight-only int4/int8 (MatMulNBits) for CPU and CUDA, or fp16.")
-@click.option("--draft-precision", type=click.Choice(["fp32", "fp16", "int8", "int4"]),
-              help="Draft weights (default: the target's).")
+@click.option("--draft-precision", type=click.Choice(DRAFT_PRECISIONS),
+              help="Draft weights (default: the target's; fp32 with --static). qdq: uint8 weights and uint16 "
+                   "activations calibrated on the target's text, for a --static draft on an NPU (QNN HTP, OpenVINO).")
 @click.option("--static", is_flag=True,
               help="Export the draft with static shapes (batch 1, window W, K/V capacity C), as NPU providers "
                    "such as qnn require.")

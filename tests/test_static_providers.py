@@ -49,6 +49,13 @@ def static_bundle(tmp_path_factory, small_model):
 
 
 @pytest.fixture(scope="module")
+def qdq_bundle(tmp_path_factory, small_model):
+    """The static draft as an A16W8 QDQ graph, calibrated on the target's text; validated."""
+    return export(small_model, tmp_path_factory.mktemp("qb") / "qdq", draft="layers:2",
+                  static={"seq": W, "capacity": C}, draft_precision="qdq").path
+
+
+@pytest.fixture(scope="module")
 def dynamic_bundle(tmp_path_factory, small_model):
     return export(small_model, tmp_path_factory.mktemp("db") / "dynamic", draft="layers:2", validate=False).path
 
@@ -96,6 +103,41 @@ def test_static_sizes_bad_input():
 def test_static_without_a_draft_is_refused(tmp_path, small_model):
     with pytest.raises(MirrorError, match="--static shapes the draft graph but this export has none"):
         export(small_model, tmp_path / "b", draft=None, static={})
+
+
+def test_qdq_draft_is_integer_but_for_the_mask_and_softmax(qdq_bundle):
+    import onnx
+
+    bundle = Bundle.load(qdq_bundle)
+    entry = bundle.manifest["graphs"]["draft"]
+    assert entry["precision"] == "qdq" and bundle.manifest["graphs"]["prefix"]["precision"] == "fp32"
+    quantization = entry["quantization"]
+    assert quantization["activations"] == "uint16" and quantization["weights"] == "uint8"
+    assert quantization["calibration"]["windows"] > quantization["calibration"]["sequences"] > 0
+    graph = onnx.load(str(bundle.graph("draft").path)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    float_nodes = set(quantization["float_nodes"])
+    assert {n.op_type for n in graph.node if n.name in float_nodes} == {"Add", "Softmax"}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
+    assert graph_is_static(bundle.graph("draft").path)
+    # validate measured what the precision cost against the fp32 PyTorch draft: not nothing, not everything
+    checks = {(c["name"], c.get("graph")): c for c in bundle.manifest["validation"]["checks"]}
+    assert checks[("max_logit_diff", "draft")]["value"] > 1e-3
+    assert checks[("argmax_agreement", "draft")]["value"] >= 0.5
+
+
+def test_qdq_draft_on_cpu_equals_ar(qdq_bundle):
+    stats = _lossless(Pipeline.from_bundle(qdq_bundle), gamma=3, max_branches=4)
+    assert stats["sd"]["draft_calls"] > 0
+
+
+def test_qdq_precision_bad_input(tmp_path, small_model):
+    with pytest.raises(MirrorError, match="--draft-precision qdq quantizes a static draft for NPUs: add --static"):
+        export(small_model, tmp_path / "a", draft="layers:2", draft_precision="qdq")
+    with pytest.raises(MirrorError, match="pass --draft-precision fp32 or qdq"):
+        export(small_model, tmp_path / "b", draft="layers:2", static={}, draft_precision="int4")
+    assert not any(tmp_path.iterdir())  # nothing half-written
 
 
 # --- the padding path, on the CPU ---------------------------------------------------------------
@@ -156,6 +198,15 @@ def test_static_draft_on_qnn_equals_ar(static_bundle):
     for s in stats.values():
         assert s["draft_ep"] == "QNNExecutionProvider" and s["target_ep"] == "CPUExecutionProvider"
         assert s["draft_calls"] > 0
+
+
+@needs_qnn
+def test_qdq_draft_on_qnn_equals_ar(qdq_bundle):
+    """The whole integer graph on the HTP (no CPU fallback: the session would refuse it)."""
+    pipe = Pipeline.from_bundle(qdq_bundle, target_ep="cpu", draft_ep="qnn")
+    assert pipe.draft.provider == "QNNExecutionProvider"
+    stats = _lossless(pipe, gamma=3, max_branches=4)
+    assert all(s["draft_ep"] == "QNNExecutionProvider" for s in stats.values())
 
 
 @needs_qnn

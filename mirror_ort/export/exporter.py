@@ -23,7 +23,8 @@ from .architectures import arch_spec, attention_span_limit
 from .onnx_graph import export_graph, graph_io
 from .sources import Source, check_same_vocabulary, load_source
 from .split import Draft, Prefix, Suffix
-from .quantize import PRECISIONS, quantize_graph
+from .qdq import quantize_draft_qdq
+from .quantize import DRAFT_PRECISIONS, PRECISIONS, quantize_graph
 from .static import export_static_draft, static_sizes
 from .streams import StreamHeads
 
@@ -42,7 +43,7 @@ class ExportOptions:
     thresholds: dict | None = None
     static: dict | None = None  # {"seq": W, "capacity": C}: a static-shape draft for NPUs (export/static.py)
     precision: str = "fp32"  # target weights: fp32, fp16, int8, int4 (export/quantize.py)
-    draft_precision: str | None = None  # default: the target's
+    draft_precision: str | None = None  # default: the target's (fp32 for --static); qdq: export/qdq.py
 
 
 def export_bundle(model: str | None, output, options: ExportOptions = ExportOptions(), log=print) -> Bundle:
@@ -59,14 +60,20 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         raise MirrorError(f"--exit-layer {exit_layer} is outside 1..{n - 1} for this {n}-layer model")
     if not 1 <= options.kappa <= config.vocab_size:
         raise MirrorError(f"--kappa {options.kappa} is outside 1..{config.vocab_size} (the vocabulary size)")
-    for p in (options.precision, options.draft_precision):
-        if p is not None and p not in PRECISIONS:
-            raise MirrorError(f"unknown precision {p!r} (choose from {', '.join(PRECISIONS)})")
+    if options.precision not in PRECISIONS:
+        raise MirrorError(f"unknown precision {options.precision!r} (choose from {', '.join(PRECISIONS)})")
+    if options.draft_precision is not None and options.draft_precision not in DRAFT_PRECISIONS:
+        raise MirrorError(f"unknown draft precision {options.draft_precision!r} "
+                          f"(choose from {', '.join(DRAFT_PRECISIONS)})")
     draft_module, draft_facts = _draft(source, options)
     static = static_sizes(options.static, config.max_position_embeddings)
-    if static and (options.draft_precision or options.precision) != "fp32":
+    draft_precision = options.draft_precision or ("fp32" if static else options.precision)
+    if static and draft_precision not in ("fp32", "qdq"):
         raise MirrorError("--static drafts are for NPU providers, which cannot run MatMulNBits or fp16 weights: "
-                          "pass --draft-precision fp32")
+                          "pass --draft-precision fp32 or qdq")
+    if draft_precision == "qdq" and not static:
+        raise MirrorError("--draft-precision qdq quantizes a static draft for NPUs: add --static "
+                          "(for a CPU or CUDA draft use int8 or int4)")
     if static and draft_module is None:
         raise MirrorError("--static shapes the draft graph but this export has none: drop --draft none")
     log(f"loaded {source.description['source']} ({config.model_type}, {n} layers) in {time.perf_counter() - t0:.1f}s")
@@ -87,8 +94,11 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
                 graphs[role] = export_static_draft(module, layers, tmp, static, facts)
             else:
                 graphs[role] = _export_role(role, module, layers, tmp, config.hidden_size, facts)
-            precision = options.precision if role != "draft" else options.draft_precision or options.precision
-            quantize_graph(tmp / graphs[role]["file"], precision)
+            precision = options.precision if role != "draft" else draft_precision
+            if precision == "qdq":
+                graphs[role]["quantization"] = quantize_draft_qdq(tmp / graphs[role]["file"], graphs[role], source, log)
+            else:
+                quantize_graph(tmp / graphs[role]["file"], precision)
             graphs[role]["precision"] = precision
             log(f"exported {role}.onnx (layers {layers[0]}..{layers[1] - 1}, {precision}) "
                 f"in {time.perf_counter() - t:.1f}s")

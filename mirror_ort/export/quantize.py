@@ -5,6 +5,7 @@ the bundle contract do not change with precision; only the weights do.
 """
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from onnx import numpy_helper
 from ..errors import MirrorError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+DRAFT_PRECISIONS = PRECISIONS + ("qdq",)  # qdq: a static NPU draft, see qdq.py
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 0  # see _matmul_nbits
 
@@ -39,9 +41,9 @@ def quantize_graph(path: Path, precision: str) -> None:
 
 
 def _matmul_nbits(model, bits: int):
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    with quiet_quantizer():
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     # accuracy_level 0 (float activations): with 4 (int8 activations, MLAS's fastest path) a row's
     # result depended on how many rows were scored together, so sd/mirror (windows) drifted from
     # ar (one row) on SmolLM2: 0 and 1 of 13 SpecBench prompts equal (mirror, sd), 13 of 13 with 0.
@@ -49,9 +51,24 @@ def _matmul_nbits(model, bits: int):
     # and on SmolLM2 it kept perplexity at the fp32 level where symmetric lost 9%.
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK_SIZE, is_symmetric=bits == 8, accuracy_level=ACCURACY_LEVEL,
                                           bits=bits)
-    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
-    quantizer.process()
+    with quiet_quantizer():
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
     return quantizer.model.model
+
+
+@contextmanager
+def quiet_quantizer():
+    """ONNX Runtime's quantizers configure the root logger when imported (INFO, which then let
+    onnxscript narrate every later export) and warn at length: keep both to themselves."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _materialize_transposed_weights(model) -> None:

@@ -91,4 +91,7 @@ class Draft(nn.Module):
         return all_logits[..., 0, :], all_logits[..., 1:, :]
 
     def target_ids(self, draft_ids):
-        return draft_ids if self.vocab_map is None else self.vocab_map[draft_ids]
+        """Draft indices -> target ids, as a plain Gather (QNN takes no GatherND)."""
+        if self.vocab_map is None:
+            return draft_ids
+        return torch.index_select(self.vocab_map, 0, draft_ids.reshape(-1)).reshape(draft_ids.shape)

@@ -63,8 +63,8 @@ class NpuDraft(nn.Module):
     [R, W] MatMul, and RMSNorm ``x / sqrt(mean(x * x) + eps)``. It keeps the decomposed
     attention and rotary (``fused = False``, opset 20): QNN does not take the opset-23
     RMSNormalization / RotaryEmbedding / Attention ops. The module is a deep copy: the
-    draft that was passed in is not changed. Not tried on QNN: a reduced-vocabulary draft's
-    id map (a Gather on the head's argmax).
+    draft that was passed in is not changed. A reduced-vocabulary draft's id map is a plain
+    Gather on the head's argmax (QNN takes no GatherND).
     """
 
     def __init__(self, draft: nn.Module):

@@ -33,6 +33,7 @@ THRESHOLDS_BY_PRECISION = {
     "fp16": {"max_logit_diff": 1.0, "argmax_agreement": 0.9, "topk_agreement": 0.8, "perplexity_ratio": 1.05},
     "int8": {"max_logit_diff": None, "argmax_agreement": 0.8, "topk_agreement": 0.7, "perplexity_ratio": 1.15},
     "int4": {"max_logit_diff": None, "argmax_agreement": 0.3, "topk_agreement": 0.6, "perplexity_ratio": 1.5},
+    "qdq": {"max_logit_diff": None, "argmax_agreement": 0.5},  # a static NPU draft (export/qdq.py)
 }
 PROMPTS = [
     "The capital of France is Paris, and the capital of Italy is",

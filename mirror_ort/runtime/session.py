@@ -200,6 +200,15 @@ class GraphSession:
         self._static_inputs = inputs
         return inputs
 
+    def static_feeds(self) -> dict[str, np.ndarray]:
+        """Copies of what a static graph's next run reads, by input name (QDQ calibration data)."""
+        inputs, c = self._static_inputs, self.static["capacity"]
+        feeds = {self.first_input: inputs["first"].copy(), **{k: inputs[k].copy() for k in RUNTIME_INPUTS}}
+        for layer, names in enumerate(self.spec.kv_names):
+            for kind in range(2):
+                feeds[names[kind]] = self.cache.rows(layer, kind, 0, c).copy()
+        return feeds
+
     def _bind_input(self, name: str, array: np.ndarray) -> None:
         self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
 
