@@ -47,7 +47,7 @@ def report(bundle_layers, dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(bench_methods.METHODS, "ar-sampled", _perturbed)
-        options = BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,sd,mirror,ar-sampled",
+        options = BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,sd,mirror,ar-sampled",
                                alloc="both", per_category=2, settings=Settings(max_new_tokens=12, gamma=3),
                                json_out=str(out / "bench.json"), plot_out=str(out / "bench.png"), progress=False)
         report, text = run_bench(options, log=lambda m: None)
@@ -58,6 +58,7 @@ def test_json_has_every_key(report):
     report, text, out = report
     on_disk = json.loads((out / "bench.json").read_text())
     assert set(on_disk) >= {"settings", "methods"}
+    assert on_disk["complete"] is True and on_disk["prompts_done"] == 4
     assert set(on_disk["methods"]) == set(report["methods"])
     settings = on_disk["settings"]
     for key in ("dataset", "prompts", "methods", "alloc", "allocations", "cores", "warmup", "max_new_tokens",
@@ -110,7 +111,7 @@ def test_lossless_column_catches_a_planted_difference(report):
 
 
 def test_lossless_is_not_claimed_when_sampling(bundle_layers, dataset):
-    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,sd",
+    report, _ = run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,sd",
                                        per_category=1, warmup=0, progress=False,
                                        settings=Settings(max_new_tokens=6, temperature=0.8)), log=lambda m: None)
     assert report["methods"]["sd"]["lossless_rate"] is None
@@ -118,7 +119,7 @@ def test_lossless_is_not_claimed_when_sampling(bundle_layers, dataset):
 
 
 def test_multi_turn_prompts_carry_ar_answers(bundle_layers, dataset):
-    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,mirror",
+    report, _ = run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,mirror",
                                        turns="all", categories="math", warmup=0, progress=False,
                                        settings=Settings(max_new_tokens=6)), log=lambda m: None)
     prompts = report["methods"]["mirror"]["per_prompt"]
@@ -126,6 +127,72 @@ def test_multi_turn_prompts_carry_ar_answers(bundle_layers, dataset):
     first, second = prompts[0], prompts[1]
     assert second["prompt_tokens"] > first["prompt_tokens"] + first["new_tokens"]  # history: turn 1 + ar's answer
     assert report["methods"]["mirror"]["lossless_rate"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def bundle_int4(tmp_path_factory, target_dir):
+    from conftest import export
+
+    return export(target_dir, tmp_path_factory.mktemp("b4") / "int4", draft="layers:2", precision="int4",
+                  validate=False).path
+
+
+def test_bundles_of_two_precisions_in_one_run(bundle_layers, bundle_int4, dataset):
+    """Rows of the second bundle carry its precision; each is lossless against its own bundle's ar."""
+    report, text = run_bench(BenchOptions(bundles=[str(bundle_layers), str(bundle_int4)], dataset=str(dataset),
+                                          methods="ar,sd,mirror", per_category=1, warmup=0, progress=False,
+                                          settings=Settings(max_new_tokens=8, gamma=3)), log=lambda m: None)
+    methods = report["methods"]
+    assert list(methods) == ["ar", "sd", "mirror", "ar@int4", "sd@int4", "mirror@int4"]
+    assert [b["tag"] for b in report["settings"]["bundles"]] == ["", "@int4"]
+    assert report["settings"]["bundles"][1]["genai_precision"] == "int4"
+    for name in ("sd@int4", "mirror@int4"):
+        assert methods[name]["lossless_reference"] == "ar@int4"
+        assert methods[name]["lossless_rate"] == 1.0
+    assert methods["ar@int4"]["speedup"] != pytest.approx(1.0, abs=1e-9)  # over the first bundle's ar
+    for name in methods:
+        parts = methods[name]["ms_per_token"]
+        assert parts["prefix"] > 0 and parts["suffix"] > 0 and "glue" in parts
+    assert methods["mirror"]["ms_per_token"]["draft_tree"] > 0 and methods["ar"]["ms_per_token"]["draft"] == 0
+    assert "ar@int4" in text and "where the time went" in text
+
+
+def test_bundles_must_share_a_tokenizer(bundle_layers, dataset, tmp_path):
+    import shutil
+
+    other = shutil.copytree(bundle_layers, tmp_path / "other")
+    manifest = json.loads((other / "mirror_ort.json").read_text())
+    manifest["tokenizer"]["chat_template"] = "{{ messages[0]['content'] }}"
+    (other / "mirror_ort.json").write_text(json.dumps(manifest))
+    code, out = _cli(bundle_layers, other, "--dataset", dataset, "--no-progress")
+    assert code == 2 and "has another tokenizer or chat template" in out
+    code, out = _cli(bundle_layers, bundle_layers, "--dataset", dataset, "--no-progress")
+    assert code == 2 and "is named twice" in out
+
+
+def test_a_run_that_dies_keeps_what_it_measured(bundle_layers, dataset, tmp_path):
+    def crashing(ctx, alloc):
+        row = PipelineRow("crash" + alloc.suffix, "ar", alloc, ctx.pipeline(alloc), "fails on its second prompt", {})
+        real, calls = row.generate, []
+
+        def generate(ids, settings):
+            calls.append(ids)
+            if len(calls) == 2:
+                raise MirrorError("planted failure")
+            return real(ids, settings)
+        row.generate = generate
+        return row
+
+    out = tmp_path / "bench.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(bench_methods.METHODS, "crash", crashing)
+        with pytest.raises(MirrorError, match="planted failure"):
+            run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,crash",
+                                   warmup=0, progress=False, json_out=str(out), settings=Settings(max_new_tokens=4)),
+                      log=lambda m: None)
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and report["prompts_done"] == 1
+    assert [len(report["methods"][n]["per_prompt"]) for n in ("ar", "crash")] == [1, 1]
 
 
 # --- the dataset and other bad input -------------------------------------------------------------------
@@ -192,7 +259,7 @@ def test_missing_peer_is_skipped_with_the_install_hint(bundle_layers, dataset, t
 
 def test_hf_peers_match_ar(bundle_layers, dataset):
     pytest.importorskip("transformers")
-    report, _ = run_bench(BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,hf",
+    report, _ = run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,hf",
                                        per_category=1, progress=False, threads=1,
                                        settings=Settings(max_new_tokens=10, gamma=3)),
                           log=lambda m: None)
@@ -207,7 +274,7 @@ def test_hf_peers_match_ar(bundle_layers, dataset):
 def test_ort_genai_peers_match_ar(bundle_layers, dataset, tmp_path):
     pytest.importorskip("onnxruntime_genai")
     pytest.importorskip("onnx_ir")
-    options = BenchOptions(bundle=str(bundle_layers), dataset=str(dataset), methods="ar,ort-genai", per_category=1,
+    options = BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,ort-genai", per_category=1,
                            progress=False, threads=1, cache_dir=str(tmp_path),
                            settings=Settings(max_new_tokens=10, gamma=3))
     report, _ = run_bench(options, log=lambda m: None)

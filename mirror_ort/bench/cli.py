@@ -6,7 +6,7 @@ from .methods import Settings
 
 
 @click.command()
-@click.argument("bundle", type=click.Path())
+@click.argument("bundles", nargs=-1, required=True, type=click.Path())
 @click.option("--dataset", required=True, type=click.Path(),
               help="SpecBench-format JSONL (question_id, category, turns), e.g. spec_bench/question.jsonl.")
 @click.option("--per-category", type=int, help="First N questions of each category (default: all).")
@@ -34,27 +34,30 @@ from .methods import Settings
 @click.option("--target-ep-option", multiple=True, help="Target provider option key=value (repeatable).")
 @click.option("--draft-ep-option", multiple=True, help="Draft provider option key=value (repeatable).")
 @click.option("--allow-cpu-fallback", is_flag=True, help="Let ONNX Runtime run unsupported nodes on the CPU.")
-@click.option("--genai-precision", default="fp32", show_default=True,
-              help="Precision of the onnxruntime-genai models: fp32 (same as the bundle), int8 or int4.")
+@click.option("--genai-precision", default="bundle", show_default=True,
+              help="Precision of the onnxruntime-genai models: bundle (each bundle's target precision), "
+                   "or fp32, int8, int4 for all.")
 @click.option("--cache-dir", type=click.Path(), help="Where built peer models are kept (default ~/.cache/mirror-ort).")
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(), help="Draw speedup per category per method into this PNG.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def bench(bundle, dataset, per_category, categories, turns, methods, alloc, threads, warmup, max_new_tokens,
+def bench(bundles, dataset, per_category, categories, turns, methods, alloc, threads, warmup, max_new_tokens,
           max_length, gamma, kappa, max_branches, temperature, top_p, top_k, seed, target_ep, draft_ep,
           target_ep_option, draft_ep_option, allow_cpu_fallback, genai_precision, cache_dir, json_out, plot_out,
           no_progress):
     """Time ar, sd, mirror and the peers on SpecBench prompts; print tables per category.
 
-    Speedup is tokens/s over `ar` with all cores; lossless is the share of prompts whose
-    greedy token ids equal `ar`'s. Peers that are not installed are skipped with the
-    command that installs them.
+    Speedup is tokens/s over `ar` of the first BUNDLE with all cores. More bundles of the
+    same model (say an int4 export beside the fp32 one) add rows named ar@int4, sd@int4, ...
+    to the same interleaved run. Lossless is the share of prompts whose greedy token ids
+    equal those of `ar` of the row's own bundle. Peers that are not installed are skipped
+    with the command that installs them.
     """
     from .suite import BenchOptions, run_bench
 
     settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                         gamma=gamma, kappa=kappa, max_branches=max_branches)
-    options = BenchOptions(bundle=bundle, dataset=dataset, methods=methods, per_category=per_category,
+    options = BenchOptions(bundles=list(bundles), dataset=dataset, methods=methods, per_category=per_category,
                            categories=categories, turns=turns, alloc=alloc, threads=threads, warmup=warmup,
                            settings=settings, target_ep=target_ep, draft_ep=draft_ep,
                            target_ep_option=tuple(target_ep_option), draft_ep_option=tuple(draft_ep_option),

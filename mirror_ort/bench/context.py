@@ -1,4 +1,4 @@
-"""What the rows of one bench share: the bundle, its sessions per allocation, the peers' models."""
+"""What the rows of one bundle share: the bundle, its sessions per allocation, the peers' models."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,9 @@ class Context:
     cache_dir: Path = field(default_factory=default_cache_dir)
     genai_precision: str = "fp32"
     log: object = print
+    tag: str = ""  # row-name suffix: "" for the first bundle, "@int4" (its precision) for another
+    peer_cache: dict = field(default_factory=dict)  # PyTorch models by source, shared between contexts
     _pipelines: dict = field(default_factory=dict)
-    _peers: object = None
 
     def pipeline(self, alloc: Allocation, spin: bool | None = None):
         """One Pipeline per (target threads, draft threads, spin): rows that agree share it."""
@@ -46,10 +47,17 @@ class Context:
         return self.pipeline(allocation("shared"))
 
     @property
-    def peers(self):
-        """The bundle's target and draft as PyTorch models, loaded on first use."""
-        if self._peers is None:
-            from .peer_models import PeerModels
+    def precision(self) -> str:
+        """The target's precision in this bundle."""
+        return self.bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
 
-            self._peers = PeerModels(self.bundle, log=self.log)
-        return self._peers
+    @property
+    def peers(self):
+        """The bundle's target and draft as PyTorch models, loaded on first use (once per source)."""
+        from .peer_models import PeerModels
+
+        graphs = self.bundle.manifest["graphs"]
+        key = (self.bundle.manifest.get("provenance", {}).get("source"), graphs.get("draft", {}).get("source"))
+        if key not in self.peer_cache:
+            self.peer_cache[key] = PeerModels(self.bundle, log=self.log)
+        return self.peer_cache[key]

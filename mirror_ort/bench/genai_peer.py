@@ -79,7 +79,11 @@ def _make(speculative: bool):
     def make(ctx, alloc: Allocation) -> Row:
         require("onnxruntime_genai", purpose="the ort-genai peer")
         require("onnx_ir", "torch", "transformers", purpose="onnxruntime-genai's model builder")
-        from .genai_build import build_draft, build_target
+        from .genai_build import PRECISIONS, build_draft, build_target
+
+        if ctx.genai_precision not in PRECISIONS:
+            raise Skipped(f"onnxruntime-genai's CPU model builder makes no {ctx.genai_precision} model: "
+                          f"pass --genai-precision {', '.join(PRECISIONS)}")
 
         target_dir = build_target(ctx)
         notes = [f"built by onnxruntime-genai's model builder from {ctx.peers.source_spec}, {ctx.genai_precision}"]

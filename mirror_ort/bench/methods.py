@@ -19,7 +19,8 @@ from .alloc import Allocation
 
 # Names that stand for several methods: a peer's plain decoding and its speculative mode.
 GROUPS = {"ort-genai": ("ort-genai", "ort-genai-sd"), "hf": ("hf", "hf-assisted")}
-BASELINE = "ar"  # the shared-allocation ar row: reference of every speedup and of lossless
+BASELINE = "ar"  # the first bundle's shared-allocation ar row: reference of every speedup
+PER_MODEL = ("hf", "hf-assisted")  # rows that measure the PyTorch source, whatever the bundle
 
 
 class Skipped(Exception):
@@ -51,6 +52,7 @@ class Generation:
     target_calls: int = 0  # target forward passes, the prompt's included (0: not known)
     reused_windows: int | None = None  # Mirror-SD only
     fallback_windows: int | None = None
+    parts: dict | None = None  # mirror-ort rows: seconds per part of the step (run --json's stats)
 
 
 @dataclass
@@ -61,13 +63,14 @@ class Row:
     threads: dict
     runtime: str  # what runs it, e.g. "onnxruntime 1.32.0 cpu"
     notes: list[str] = field(default_factory=list)
+    reference: str = "ar"  # the row whose ids this row's must equal: ar of the same bundle
 
     def generate(self, ids: list[int], settings: Settings) -> Generation:
         raise NotImplementedError
 
     def describe(self) -> dict:
         return {"method": self.method, "alloc": self.alloc.mode, "threads": self.threads, "runtime": self.runtime,
-                "notes": self.notes}
+                "notes": self.notes, "lossless_reference": self.reference}
 
     def close(self) -> None:
         pass
@@ -90,7 +93,8 @@ class PipelineRow(Row):
         st = result.stats
         mirror = kw["method"] == "mirror"
         return Generation(result.token_ids, seconds, st.get("target_calls", 0),
-                          st.get("reused_windows") if mirror else None, st.get("fallback_windows") if mirror else None)
+                          st.get("reused_windows") if mirror else None, st.get("fallback_windows") if mirror else None,
+                          {k: v for k, v in st["seconds"].items() if k != "total"})
 
 
 def _pipeline_method(method: str):

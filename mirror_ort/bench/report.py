@@ -8,7 +8,11 @@ For a set of prompts (one category, or all of them) a row's figures are:
   (``speedup_median``: the median of per-prompt ratios);
 * ``mean_accepted``: generated tokens per target forward pass (the prompt's included);
 * ``reuse_rate`` / ``fallback_rate``: Mirror-SD windows found in / missing from the draft tree;
-* ``lossless_rate``: share of prompts whose token ids equal the baseline's (greedy runs only).
+* ``lossless_rate``: share of prompts whose token ids equal those of ``ar`` of the row's own
+  bundle (greedy runs only);
+* ``ms_per_token``: mirror-ort's rows only, where a generation's time went, per generated token:
+  prefill, prefix, suffix, draft (serial), draft_tree (on the draft's thread, overlapping the
+  target), wait (the target waiting for the draft) and glue (Python on the target's thread).
 """
 
 import statistics
@@ -42,6 +46,8 @@ def aggregate(records: list[Record], baseline: list[Record]) -> dict:
     reused = sum(w[0] for w in windows)
     fallback = sum(w[1] for w in windows)
     matches = [r.matches_baseline for r in records if r.matches_baseline is not None]
+    parts = [r.generation.parts for r in records if r.generation.parts]
+    per_token = {k: 1000 * sum(p[k] for p in parts) / tokens for k in parts[0]} if parts and tokens else None
     return {
         "prompts": len(records),
         "new_tokens": tokens,
@@ -57,6 +63,7 @@ def aggregate(records: list[Record], baseline: list[Record]) -> dict:
         "reuse_rate": reused / (reused + fallback) if windows and reused + fallback else None,
         "fallback_rate": fallback / (reused + fallback) if windows and reused + fallback else None,
         "lossless_rate": sum(matches) / len(matches) if matches else None,
+        "ms_per_token": per_token,
     }
 
 
@@ -104,6 +111,22 @@ def table(title: str, rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+PARTS = ("prefill", "prefix", "suffix", "draft", "draft_tree", "wait", "glue")
+
+
+def time_table(rows: dict[str, dict]) -> str | None:
+    """Milliseconds per generated token in each part of mirror-ort's rows."""
+    rows = {name: figures["ms_per_token"] for name, figures in rows.items() if figures.get("ms_per_token")}
+    if not rows:
+        return None
+    width = max([COLUMNS[0][2], *(len(n) + 1 for n in rows)])
+    head = "method".ljust(width) + "".join(p.rjust(11) for p in PARTS)
+    lines = ["where the time went (ms per generated token; draft_tree runs beside the target)", head, "-" * len(head)]
+    for name, ms in rows.items():
+        lines.append(name.ljust(width) + "".join(f"{ms.get(p, 0.0):.2f}".rjust(11) for p in PARTS))
+    return "\n".join(lines)
+
+
 def format_report(result: BenchResult, methods: dict | None = None) -> str:
     methods = methods if methods is not None else summarize(result)
     blocks = []
@@ -111,6 +134,9 @@ def format_report(result: BenchResult, methods: dict | None = None) -> str:
         n = sum(1 for p in result.prompts if p.category == category)
         blocks.append(table(f"{category} ({n} prompts)", {k: v["per_category"][category] for k, v in methods.items()}))
     blocks.append(table(f"overall ({len(result.prompts)} prompts)", methods))
+    times = time_table(methods)
+    if times:
+        blocks.append(times)
     if result.skipped:
         blocks.append("skipped:\n" + "\n".join(f"  {name}: {why}" for name, why in result.skipped.items()))
     return "\n\n".join(blocks)

@@ -3,9 +3,11 @@ interleaved prompt by prompt (A B C, A B C, ...) so that drift of a shared, nois
 falls on all rows alike.
 
 Prompts are token ids made once with the bundle's tokenizer and chat template and
-given to every row. A later turn (``--turns all``) carries the conversation so far,
-whose assistant answers are those of the baseline row ``ar``: every row gets the same
-ids, and the baseline runs first on each prompt to provide them.
+given to every row. Further bundles of the same model (other precisions) add their rows,
+named ``ar@int4`` and so on, to the same interleaved run; a row is lossless when its ids
+equal those of ``ar`` of its own bundle. A later turn (``--turns all``) carries the
+conversation so far, whose assistant answers are those of the baseline row ``ar``: every
+row gets the same ids, and the baseline runs first on each prompt to provide them.
 
 A peer that raises while generating is dropped from the rest of the run and listed
 among the skipped rows with the error; mirror-ort's own rows raise as usual.
@@ -17,7 +19,7 @@ from ..errors import MirrorError
 from .alloc import Allocation, allocation
 from .context import Context
 from .dataset import Prompt
-from .methods import BASELINE, METHODS, Generation, Row, Settings, Skipped
+from .methods import BASELINE, METHODS, PER_MODEL, Generation, Row, Settings, Skipped
 
 WARMUP_TOKENS = 32  # warm-up generations stop here
 
@@ -61,21 +63,26 @@ class BenchResult:
 
 def build_rows(ctx: Context, methods: list[str], modes: list[str], cores: int | None = None,
                log=print) -> tuple[list[Row], dict[str, str]]:
-    """The baseline ``ar`` (shared) first, then every method under every allocation."""
+    """The bundle's ``ar`` (shared) first, then every method under every allocation; a further
+    bundle's rows carry its tag (``ar@int4``) and leave out those that measure only the source model."""
     allocations = {mode: allocation(mode, cores) for mode in ("shared", *modes)}
     plan: list[tuple[str, Allocation]] = [(BASELINE, allocations["shared"])]
     for mode in modes:
-        plan += [(m, allocations[mode]) for m in methods if (m, mode) != (BASELINE, "shared")]
+        plan += [(m, allocations[mode]) for m in methods
+                 if (m, mode) != (BASELINE, "shared") and not (ctx.tag and m in PER_MODEL)]
     rows, skipped = [], {}
     for method, alloc in plan:
-        name = method + alloc.suffix
+        name = method + alloc.suffix + ctx.tag
         if method not in METHODS:
             raise MirrorError(f"unknown method {method!r}")
         try:
-            rows.append(METHODS[method](ctx, alloc))
+            row = METHODS[method](ctx, alloc)
         except Skipped as e:
             skipped[name] = str(e)
             log(f"skipping {name}: {e}")
+            continue
+        row.name, row.reference = name, BASELINE + ctx.tag
+        rows.append(row)
     return rows, skipped
 
 
@@ -89,7 +96,8 @@ def prompt_ids(ctx: Context, prompt: Prompt, answers: dict) -> list[int]:
 
 
 def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], settings: Settings,
-        warmup: int = 1, progress: bool = True, log=print) -> BenchResult:
+        warmup: int = 1, progress: bool = True, log=print, after_prompt=None) -> BenchResult:
+    """Every row on every prompt, interleaved; ``after_prompt(result)`` after each prompt."""
     from tqdm import tqdm
 
     if not prompts:
@@ -98,7 +106,7 @@ def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], set
         raise MirrorError("the baseline row ar could not be built")
     result = BenchResult(list(rows), dict(skipped), prompts)
     tokenizer = ctx.any_pipeline().tokenizer
-    answers: dict = {}
+    answers: dict = {}  # later turns carry the baseline's answers
     first = prompt_ids(ctx, prompts[0], answers)
     warm = Settings(**{**settings.__dict__, "max_new_tokens": min(settings.max_new_tokens, WARMUP_TOKENS)})
     for row in list(result.rows):
@@ -109,19 +117,23 @@ def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], set
     try:
         for index, prompt in enumerate(prompts):
             ids = prompt_ids(ctx, prompt, answers)
-            reference = None
+            references: dict[str, list[int]] = {}  # each bundle's ar ids on this prompt
             for row in list(result.rows):
                 bar.set_postfix_str(f"{prompt.category} {row.name}", refresh=False)
                 generation = _guarded(result, row, lambda: row.generate(ids, settings), log)
                 bar.update(1)
                 if generation is None:
                     continue
+                if row.name == row.reference:
+                    references[row.name] = generation.token_ids
                 if row.name == BASELINE:
-                    reference = generation.token_ids
                     answers[(prompt.question_id, prompt.turn)] = tokenizer.decode(generation.token_ids)
-                same = generation.token_ids == reference if settings.greedy else None
+                reference = references.get(row.reference)
+                same = generation.token_ids == reference if settings.greedy and reference is not None else None
                 result.records.append(Record(row.name, index, prompt.question_id, prompt.category, prompt.turn,
                                              len(ids), generation, same))
+            if after_prompt is not None:
+                after_prompt(result)
     finally:
         bar.close()
         for row in result.rows:

@@ -1,7 +1,7 @@
 """One bench run end to end, as a function: prompts, rows, measurement, report.
 
     from mirror_ort.bench.suite import BenchOptions, run_bench
-    report, text = run_bench(BenchOptions(bundle="bundle/", dataset="question.jsonl", per_category=2))
+    report, text = run_bench(BenchOptions(bundles=["bundle/"], dataset="question.jsonl", per_category=2))
 """
 
 import os
@@ -23,7 +23,7 @@ from .runner import build_rows, run
 
 @dataclass
 class BenchOptions:
-    bundle: str
+    bundles: list[str]  # the first one's ar is the baseline; the others (same model) add tagged rows
     dataset: str
     methods: str = "ar,sd,mirror,ort-genai,hf"
     per_category: int | None = None
@@ -39,7 +39,7 @@ class BenchOptions:
     draft_ep_option: tuple = ()
     max_length: int | None = None
     allow_cpu_fallback: bool = False
-    genai_precision: str = "fp32"
+    genai_precision: str = "bundle"  # or fp32, int8, int4 for every bundle
     cache_dir: str | None = None
     json_out: str | None = None
     plot_out: str | None = None
@@ -49,8 +49,10 @@ class BenchOptions:
 def _check(options: BenchOptions):
     from ..errors import MirrorError
 
-    if options.genai_precision not in PRECISIONS:
-        raise MirrorError(f"--genai-precision {options.genai_precision!r}: choose from {', '.join(PRECISIONS)}")
+    if options.genai_precision not in ("bundle", *PRECISIONS):
+        raise MirrorError(f"--genai-precision {options.genai_precision!r}: choose from bundle, {', '.join(PRECISIONS)}")
+    if not options.bundles:
+        raise MirrorError("no bundle to bench: name at least one")
     if options.warmup < 0:
         raise MirrorError(f"--warmup {options.warmup}: must be 0 or more")
     if options.settings.max_new_tokens < 1:
@@ -69,28 +71,38 @@ def run_bench(options: BenchOptions, log=print):
     methods = parse_methods(options.methods)
     modes = parse_alloc(options.alloc)
     prompts = load_prompts(options.dataset, options.per_category, parse_categories(options.categories), options.turns)
-    bundle = Bundle.load(options.bundle)
-    ctx = Context(bundle, parse_provider(options.target_ep, options.target_ep_option),
-                  parse_provider(options.draft_ep, options.draft_ep_option), max_length=options.max_length,
-                  allow_cpu_fallback=options.allow_cpu_fallback,
-                  cache_dir=Path(options.cache_dir) if options.cache_dir else default_cache_dir(),
-                  genai_precision=options.genai_precision, log=log)
+    contexts = _contexts(options, log)
+    ctx, bundle = contexts[0], contexts[0].bundle
     cores = options.threads or available_cores()
-    rows, skipped = build_rows(ctx, methods, modes, cores, log=log)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rows, skipped = [], {}
+    for c in contexts:
+        more_rows, more_skipped = build_rows(c, methods, modes, cores, log=log)
+        rows += more_rows
+        skipped.update(more_skipped)
+    settings = _settings(options, contexts, methods, modes, cores, prompts,
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     load_before = _load_average()
+
+    def write_report(result, complete: bool) -> dict:
+        """The report so far; with --json it is rewritten after every prompt, so a long run
+        that dies keeps what it measured (``"complete": false``)."""
+        # other processes on the same cores distort every figure, multi-threaded rows the most
+        settings["machine"]["load_average_1min"] = {"start": load_before, "end": _load_average()}
+        report = {"settings": settings, "complete": complete, "prompts_done": len({r.prompt for r in result.records}),
+                  "methods": summarize(result), "skipped": result.skipped}
+        if options.json_out:
+            out = Path(options.json_out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            partial = out.with_name(out.name + ".partial")
+            partial.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            partial.replace(out)
+        return report
+
     result = run(ctx, rows, skipped, prompts, options.settings, warmup=options.warmup, progress=options.progress,
-                 log=log)
-    summary = summarize(result)
-    settings = _settings(options, bundle, methods, modes, cores, prompts, started)
-    # other processes on the same cores distort every figure, multi-threaded rows the most
-    settings["machine"]["load_average_1min"] = {"start": load_before, "end": _load_average()}
-    report = {"settings": settings, "methods": summary, "skipped": result.skipped}
+                 log=log, after_prompt=lambda partial: write_report(partial, complete=False))
+    report = write_report(result, complete=True)
+    summary = report["methods"]
     text = format_report(result, summary)
-    if options.json_out:
-        out = Path(options.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if options.plot_out:
         from .plot import plot_speedups
 
@@ -100,9 +112,45 @@ def run_bench(options: BenchOptions, log=print):
     return report, text
 
 
-def _settings(options, bundle, methods, modes, cores, prompts, started) -> dict:
+def _contexts(options: BenchOptions, log) -> list[Context]:
+    """One context per bundle, tagged by the target's precision (or the directory, if taken)."""
+    from ..errors import MirrorError
+
+    target_ep = parse_provider(options.target_ep, options.target_ep_option)
+    draft_ep = parse_provider(options.draft_ep, options.draft_ep_option)
+    cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    contexts, peer_cache = [], {}
+    for index, path in enumerate(options.bundles):
+        bundle = Bundle.load(path)
+        ctx = Context(bundle, target_ep, draft_ep, max_length=options.max_length,
+                      allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir, log=log,
+                      peer_cache=peer_cache)
+        ctx.genai_precision = ctx.precision if options.genai_precision == "bundle" else options.genai_precision
+        if index:
+            first = contexts[0].bundle
+            if any(bundle.path.resolve() == c.bundle.path.resolve() for c in contexts):
+                raise MirrorError(f"{bundle.path} is named twice: bench each bundle once")
+            if _tokenizer_of(bundle) != _tokenizer_of(first):
+                raise MirrorError(f"{bundle.path} has another tokenizer or chat template than {first.path}: "
+                                  "bench bundles of one model together, others in separate runs")
+            taken = {c.tag for c in contexts} | {"@" + contexts[0].precision}
+            ctx.tag = "@" + ctx.precision if "@" + ctx.precision not in taken else "@" + bundle.path.name
+            if ctx.tag in taken:
+                raise MirrorError(f"two bundles would both be called {ctx.tag[1:]}: rename one directory")
+        contexts.append(ctx)
+    return contexts
+
+
+def _tokenizer_of(bundle: Bundle) -> tuple:
+    tokenizer = bundle.manifest["tokenizer"]
+    return (tokenizer.get("chat_template"), tuple(tokenizer.get("eos_token_ids", ())),
+            (bundle.path / "tokenizer.json").read_bytes() if (bundle.path / "tokenizer.json").is_file() else None)
+
+
+def _settings(options, contexts, methods, modes, cores, prompts, started) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
+    bundle = contexts[0].bundle
     versions = {}
     for package in ("mirror-ort", "onnxruntime", "onnxruntime-genai", "torch", "transformers"):
         try:
@@ -112,6 +160,8 @@ def _settings(options, bundle, methods, modes, cores, prompts, started) -> dict:
     graphs = bundle.manifest["graphs"]
     return {
         "bundle": str(bundle.path),
+        "bundles": [{"path": str(c.bundle.path), "tag": c.tag, "precision": c.precision,
+                     "genai_precision": c.genai_precision} for c in contexts],
         "source": bundle.manifest.get("provenance", {}).get("source"),
         "draft": graphs.get("draft", {}).get("source"),
         "exit_layer": bundle.exit_layer,
@@ -127,11 +177,12 @@ def _settings(options, bundle, methods, modes, cores, prompts, started) -> dict:
         "warmup": options.warmup,
         "order": "interleaved: every row on prompt 1, then every row on prompt 2, ...",
         "baseline": BASELINE,
-        "lossless_reference": BASELINE if options.settings.greedy else None,
+        "lossless_reference": "ar of the row's own bundle" if options.settings.greedy else None,
         **{k: v for k, v in asdict(options.settings).items()},
         "target_ep": options.target_ep, "target_ep_options": list(options.target_ep_option),
         "draft_ep": options.draft_ep, "draft_ep_options": list(options.draft_ep_option),
         "genai_precision": options.genai_precision,
+        "speedup_baseline": f"{BASELINE} of the first bundle ({contexts[0].precision})",
         "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": platform.python_version()},
         "versions": versions,
         "started": started,
