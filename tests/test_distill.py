@@ -207,10 +207,21 @@ def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
     (["--layers", "9"], "exceeds the target's 4 layers"),
     (["--draft-vocab", "999"], "exceeds the target's vocabulary"),
     (["--resume", "--force"], "contradict"),
+    (["--device", "gpu9"], "is not a PyTorch device"),
 ])
 def test_cli_rejects_bad_settings(target_dir, tmp_path, extra, message):
     result = CliRunner().invoke(distill, [str(target_dir), "-o", str(tmp_path / "d"), *extra])
     assert isinstance(result.exception, MirrorError) and message in str(result.exception)
+
+
+def test_cli_refuses_a_device_this_machine_lacks(target_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = CliRunner().invoke(distill, [str(target_dir), "-o", str(tmp_path / "d"), "--device", "cuda"])
+    assert isinstance(result.exception, MirrorError) and "sees no cuda device here" in str(result.exception)
+    assert not (tmp_path / "d").exists()  # refused before anything was written
 
 
 def test_cli_rejects_unloadable_target_and_busy_output(tmp_path, target_dir):

@@ -40,13 +40,15 @@ REPORT = "distill.json"
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine over the budget).")
 @click.option("--bf16/--fp32", default=True, show_default=True, help="Train with bfloat16 matmuls (autocast) or in float32.")
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads [default: all cores].")
+@click.option("--device", default="cpu", show_default=True,
+              help="PyTorch device that generates the data and trains the draft: cpu, cuda, cuda:1, ...")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds data sampling, stream-head init and batch order.")
 @click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]), help="Storage type of the saved weights (loaded as float32).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUTPUT from its data and checkpoint.")
 @click.option("--force", is_flag=True, help="Replace whatever OUTPUT holds.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the target's own Python code (off by default).")
 def distill(target, output: Path, minutes, max_steps, layers, streams, stream_width, draft_vocab, samples_per_prompt,
-            max_new_tokens, batch_size, lr, bf16, threads, seed, dtype, resume, force, trust_remote_code):
+            max_new_tokens, batch_size, lr, bf16, threads, device, seed, dtype, resume, force, trust_remote_code):
     """Distil a draft with speculative-streaming heads from TARGET (default: the embedded SmolLM2-135M)."""
     import torch
     from tqdm import tqdm
@@ -63,12 +65,13 @@ def distill(target, output: Path, minutes, max_steps, layers, streams, stream_wi
         raise MirrorError(f"--minutes {minutes:g} leaves no time to train: give a positive budget (e.g. --minutes 20)")
     if resume and force:
         raise MirrorError("--resume and --force contradict each other: pick one")
+    device = _device(device)
     _claim_output(output, resume, force)
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     source = load_source(target, trust_remote_code)
-    model, tokenizer, config = source.model, source.tokenizer, source.model.config
+    model, tokenizer, config = source.model.to(device), source.tokenizer, source.model.config
     if layers > config.num_hidden_layers:
         raise MirrorError(f"--layers {layers} exceeds the target's {config.num_hidden_layers} layers")
     if draft_vocab > config.vocab_size:
@@ -112,7 +115,8 @@ def distill(target, output: Path, minutes, max_steps, layers, streams, stream_wi
     settings = {"target": source.description["source"], "layers": layers, "streams": streams,
                 "stream_width": shape.stream_intermediate, "draft_vocab": draft_vocab or config.vocab_size,
                 "samples_per_prompt": samples_per_prompt, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                "lr": lr, "bf16": bf16, "minutes": minutes, "max_steps": max_steps, "seed": seed, "threads": torch.get_num_threads()}
+                "lr": lr, "bf16": bf16, "minutes": minutes, "max_steps": max_steps, "seed": seed,
+                "threads": torch.get_num_threads(), "device": str(device)}
     save_draft(draft, output, model, tokenizer, getattr(torch, dtype), provenance=settings)
     report = {"settings": settings, "steps": trainer.step, "training_minutes": trainer.elapsed / 60,
               "data_minutes": data_seconds / 60, "training_positions": sum(len(c.topk_ids) for c in train_data),
@@ -125,6 +129,24 @@ def distill(target, output: Path, minutes, max_steps, layers, streams, stream_wi
                    f"{after['sd_gamma6']['committed_per_target_call']:.2f} tokens per target call")
     click.echo(f"draft written to {output} ({trainer.step} steps, {trainer.elapsed / 60:.1f} min training); "
                f"export it with `mirror-ort export --draft {output}`")
+
+
+def _device(name: str):
+    """A torch device this machine has, or a one-line error (never a silent fall back to the CPU)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise MirrorError(f"--device {name!r} is not a PyTorch device: use cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+                 "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device.type, lambda: False)():
+        raise MirrorError(f"--device {name}: this PyTorch ({torch.__version__}) sees no {device.type} device here: "
+                          "use --device cpu, or install a PyTorch build for that device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MirrorError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def _claim_output(output: Path, resume: bool, force: bool) -> None:

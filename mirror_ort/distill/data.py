@@ -111,14 +111,16 @@ def _generate(target, prompts: list[list[int]], greedy: bool, eos: int, options:
     input_ids = torch.tensor([[eos] * (width - len(p)) + p for p in prompts])
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": options.temperature, "top_p": 0.95, "top_k": 0}
+    input_ids, attention = input_ids.to(target.device), attention.to(target.device)
     out = target.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=options.max_new_tokens,
                           eos_token_id=eos, pad_token_id=eos, output_logits=True, return_dict_in_generate=True,
                           **sampling)
     logprobs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)  # [B, T, V]
-    top_lp, top_ids = torch.topk(logprobs, options.top_k, dim=-1)
+    top_lp, top_ids = (t.cpu() for t in torch.topk(logprobs, options.top_k, dim=-1))
+    sequences = out.sequences.cpu()
     rows = []
     for r, prompt in enumerate(prompts):
-        new = out.sequences[r, width:]
+        new = sequences[r, width:]
         ends = (new == eos).nonzero()
         n = int(ends[0]) + 1 if len(ends) else len(new)
         rows.append((torch.tensor(prompt + new[:n].tolist()), len(prompt), top_ids[r, :n], top_lp[r, :n]))

@@ -68,7 +68,7 @@ def draft_from_target(target, shape: DraftShape, vocab_map: list[int] | None) ->
     head = target.lm_head.weight.detach()
     hf.lm_head.weight.data.copy_(head[torch.tensor(vocab_map)] if vocab_map else head)
     heads = StreamHeads(config.hidden_size, shape.streams, shape.stream_intermediate) if shape.streams else None
-    return _assemble(hf, heads, vocab_map)
+    return _assemble(hf, heads, vocab_map).to(head.device)
 
 
 def save_draft(draft: Draft, directory: Path, target, tokenizer, dtype: torch.dtype = torch.float16,
@@ -78,7 +78,7 @@ def save_draft(draft: Draft, directory: Path, target, tokenizer, dtype: torch.dt
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     draft.hf_config.to_json_file(directory / "config.json")
-    weights = {name: t.detach().to(dtype).contiguous() for name, t in trainable_state(draft).items()}
+    weights = {name: t.detach().to("cpu", dtype).contiguous() for name, t in trainable_state(draft).items()}
     save_file(weights, str(directory / DRAFT_WEIGHTS))
     if draft.vocab_map is not None:
         (directory / VOCAB_MAP).write_text(json.dumps(draft.vocab_map.tolist()))

@@ -35,20 +35,22 @@ class Matches:
 
 @torch.no_grad()
 def matches(draft: Draft, continuation: Continuation) -> Matches:
-    tokens, plen = continuation.tokens, continuation.prompt_length
+    plen, device = continuation.prompt_length, draft.head.lm_head.weight.device
+    tokens = continuation.tokens.to(device)
     n = len(tokens)
     span = draft.span
-    empty = torch.zeros(1, 0, span.num_kv_heads, span.head_dim)
-    mask = torch.full((n, n), -1e9).triu(1)[None, None]
-    hidden, _ = span(draft.embed(tokens[None]), torch.arange(n)[None], mask, [(empty, empty)] * len(span.layers))
+    empty = torch.zeros(1, 0, span.num_kv_heads, span.head_dim, device=device)
+    mask = torch.full((n, n), -1e9, device=device).triu(1)[None, None]
+    hidden, _ = span(draft.embed(tokens[None]), torch.arange(n, device=device)[None], mask,
+                     [(empty, empty)] * len(span.layers))
     logits, stream_logits = draft.logits(hidden[:, plen - 1: n - 1])
-    main = (draft.target_ids(logits[0].argmax(-1)) == tokens[plen:]).numpy()
+    main = (draft.target_ids(logits[0].argmax(-1)) == tokens[plen:]).cpu().numpy()
     streams = np.zeros((n - plen, 0), dtype=bool)
     if stream_logits is not None:
         ids = draft.target_ids(stream_logits[0].argmax(-1))  # [C, S]
-        ahead = torch.cat([tokens, torch.full((ids.shape[1] + 1,), -1)])
-        targets = ahead[torch.arange(plen, n)[:, None] + 1 + torch.arange(ids.shape[1])[None]]
-        streams = (ids == targets).numpy()
+        ahead = torch.cat([tokens, torch.full((ids.shape[1] + 1,), -1, device=device)])
+        targets = ahead[torch.arange(plen, n, device=device)[:, None] + 1 + torch.arange(ids.shape[1], device=device)[None]]
+        streams = (ids == targets).cpu().numpy()
     return Matches(main, streams)
 
 

@@ -7,7 +7,8 @@ Only the target's Top-k ids inside the draft vocabulary count, renormalised.
 
 Matmuls run in bfloat16 under autocast by default: on CPUs with AMX or
 AVX-512-BF16 a step is 2-4x faster than in float32, and the float32 master
-weights keep the updates exact enough.
+weights keep the updates exact enough. Batches go to the draft's device (the
+target's: ``distill --device``); checkpoints are always written from host memory.
 
 The run is time-boxed (``minutes``); the learning rate follows a cosine over the
 budget, so a run always ends annealed. With ``max_steps`` the schedule follows
@@ -56,6 +57,9 @@ class Batch:
     soft_logprobs: torch.Tensor  # [N, k]
     stream_labels: torch.Tensor  # [N, streams] draft index of token t+2+j (-1: none or outside)
 
+    def to(self, device) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
 
 def make_batch(items: list[Continuation], index: torch.Tensor, streams: int) -> Batch:
     width = max(len(c.tokens) for c in items)
@@ -79,10 +83,10 @@ def forward_losses(draft: Draft, batch: Batch, stream_weight: float) -> dict:
     """Total loss and its parts (main soft CE, main top-1 agreement, per-stream CE/accuracy)."""
     tokens = batch.tokens
     b, width = tokens.shape
-    span = draft.span
-    positions = torch.arange(width).expand(b, width)
-    mask = torch.full((width, width), -1e9).triu(1).expand(b, 1, width, width)
-    empty = torch.zeros(b, 0, span.num_kv_heads, span.head_dim)
+    span, device = draft.span, tokens.device
+    positions = torch.arange(width, device=device).expand(b, width)
+    mask = torch.full((width, width), -1e9, device=device).triu(1).expand(b, 1, width, width)
+    empty = torch.zeros(b, 0, span.num_kv_heads, span.head_dim, device=device)
     hidden, _ = span(draft.embed(tokens), positions, mask, [(empty, empty)] * len(span.layers))
     logits, stream_logits = draft.logits(hidden[batch.rows, batch.cols][None])
     logp = F.log_softmax(logits[0], dim=-1)  # [N, V']
@@ -102,7 +106,7 @@ def forward_losses(draft: Draft, batch: Batch, stream_weight: float) -> dict:
             total = total + stream_weight * ce
             out["stream_ce"].append(ce)
             out["stream_accuracy"].append((stream_logits[0, valid, j].argmax(-1) == labels[valid]).float().mean()
-                                          if valid.any() else torch.tensor(0.0))
+                                          if valid.any() else torch.tensor(0.0, device=device))
     out["loss"] = total
     return out
 
@@ -128,6 +132,7 @@ class Trainer:
         self.streams = draft.stream_heads.config["num_streams"] if draft.stream_heads is not None else 0
         self.checkpoint = Path(work_dir) / CHECKPOINT
         self.params = trainable_state(draft)
+        self.device = next(iter(self.params.values())).device
         self.optimizer = torch.optim.AdamW(self.params.values(), lr=options.lr, weight_decay=0.0, betas=(0.9, 0.98))
         self.step, self.elapsed = 0, 0.0
         self._epoch_batches = (None, [])
@@ -147,14 +152,14 @@ class Trainer:
         epoch, i = divmod(step, per_epoch)
         if self._epoch_batches[0] != epoch:
             self._epoch_batches = (epoch, batch_order(self.data, self.options.batch_size, self.seed, epoch))
-        return make_batch([self.data[j] for j in self._epoch_batches[1][i]], self.index, self.streams)
+        return make_batch([self.data[j] for j in self._epoch_batches[1][i]], self.index, self.streams).to(self.device)
 
     # -- training ------------------------------------------------------------------------
     def train_step(self) -> dict:
         self.draft.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.options.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.bf16):
             out = forward_losses(self.draft, self.batch(self.step), self.options.stream_weight)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -203,12 +208,12 @@ class Trainer:
     def save_checkpoint(self) -> None:
         from safetensors.torch import save_file
 
-        tensors = {f"param.{n}": p.detach().contiguous() for n, p in self.params.items()}
+        tensors = {f"param.{n}": p.detach().cpu().contiguous() for n, p in self.params.items()}
         for n, p in self.params.items():
             state = self.optimizer.state.get(p)
             if state:
-                tensors[f"adam.{n}.exp_avg"] = state["exp_avg"].contiguous()
-                tensors[f"adam.{n}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+                tensors[f"adam.{n}.exp_avg"] = state["exp_avg"].cpu().contiguous()
+                tensors[f"adam.{n}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
                 tensors[f"adam.{n}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
         meta = {"step": str(self.step), "elapsed": repr(self.elapsed), "seed": str(self.seed)}
         tmp = self.checkpoint.with_suffix(".tmp")
@@ -235,7 +240,7 @@ class Trainer:
                 p.copy_(tensors[key])
                 if f"adam.{n}.exp_avg" in tensors:
                     self.optimizer.state[p] = {"step": tensors[f"adam.{n}.step"].reshape(()),
-                                               "exp_avg": tensors[f"adam.{n}.exp_avg"],
-                                               "exp_avg_sq": tensors[f"adam.{n}.exp_avg_sq"]}
+                                               "exp_avg": tensors[f"adam.{n}.exp_avg"].to(p.device),
+                                               "exp_avg_sq": tensors[f"adam.{n}.exp_avg_sq"].to(p.device)}
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed"])
         return True
