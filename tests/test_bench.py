@@ -154,6 +154,8 @@ def test_bundles_of_two_precisions_in_one_run(bundle_layers, bundle_int4, datase
         parts = methods[name]["ms_per_token"]
         assert parts["prefix"] > 0 and parts["suffix"] > 0 and "glue" in parts
     assert methods["mirror"]["ms_per_token"]["draft_tree"] > 0 and methods["ar"]["ms_per_token"]["draft"] == 0
+    # sd shares ar's pipeline, but no row starts from another row's prompt cache: each prefills, like the peers
+    assert all(p["cached_prompt_tokens"] == 0 for m in methods.values() for p in m["per_prompt"])
     assert "ar@int4" in text and "where the time went" in text
 
 

@@ -53,6 +53,7 @@ class Generation:
     reused_windows: int | None = None  # Mirror-SD only
     fallback_windows: int | None = None
     parts: dict | None = None  # mirror-ort rows: seconds per part of the step (run --json's stats)
+    cached_prompt_tokens: int = 0  # prompt positions not prefilled (kept from an earlier generation)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class PipelineRow(Row):
         kw = dict(method=self.method, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                   top_k=s.top_k, seed=s.seed, gamma=s.gamma, kappa=s.kappa, max_branches=s.max_branches)
         kw.update(self.overrides)
+        self.pipe.forget()  # rows may share a pipeline: each prefills its prompt, like the peers
         start = time.perf_counter()
         result = self.pipe.generate(list(ids), **kw)
         seconds = time.perf_counter() - start
@@ -94,7 +96,7 @@ class PipelineRow(Row):
         mirror = kw["method"] == "mirror"
         return Generation(result.token_ids, seconds, st.get("target_calls", 0),
                           st.get("reused_windows") if mirror else None, st.get("fallback_windows") if mirror else None,
-                          {k: v for k, v in st["seconds"].items() if k != "total"})
+                          {k: v for k, v in st["seconds"].items() if k != "total"}, st["cached_prompt_tokens"])
 
 
 def _pipeline_method(method: str):

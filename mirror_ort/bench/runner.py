@@ -44,7 +44,8 @@ class Record:
     def as_dict(self) -> dict:
         g = self.generation
         return {"question_id": self.question_id, "category": self.category, "turn": self.turn,
-                "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens, "seconds": g.seconds,
+                "prompt_tokens": self.prompt_tokens, "cached_prompt_tokens": g.cached_prompt_tokens,
+                "new_tokens": self.new_tokens, "seconds": g.seconds,
                 "tokens_per_s": self.new_tokens / g.seconds if g.seconds > 0 else 0.0,
                 "target_calls": g.target_calls, "reused_windows": g.reused_windows,
                 "fallback_windows": g.fallback_windows, "lossless": self.matches_baseline}

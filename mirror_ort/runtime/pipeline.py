@@ -81,6 +81,10 @@ class Pipeline:
                             static["capacity"] if static else max_length + TREE_CAPACITY)
         return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length)
 
+    def forget(self) -> None:
+        """Drop the prompt cache: the next generation prefills its whole prompt."""
+        self._cached = []
+
     def encode(self, prompt: str | list[int] | None = None, messages: list[dict] | None = None,
                chat: bool = False) -> list[int]:
         if messages is not None:
