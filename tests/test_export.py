@@ -103,6 +103,12 @@ def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
     assert overlap(1) < 0.5
 
 
+def test_validation_checks_that_windows_score_exactly(bundle_layers):
+    """A validated bundle records that a token scored alone and in a window get the same logits."""
+    check = next(c for c in Bundle.load(bundle_layers).manifest["validation"]["checks"] if c["name"] == "exact_windows")
+    assert check["passed"] and check["value"] == 0.0 and check["positions"] == 24
+
+
 def test_bundle_files_and_weights_stored_once(bundle_layers):
     files = sorted(p.name for p in bundle_layers.iterdir())
     assert {"mirror_ort.json", "prefix.onnx", "suffix.onnx", "draft.onnx", "tokenizer.json"} <= set(files)

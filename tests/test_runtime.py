@@ -29,6 +29,45 @@ def _ar(pipe, prompt, **kw):
     return pipe.generate(prompt, method="ar", **kw).token_ids
 
 
+@pytest.fixture(scope="module")
+def exactness_bundles(tmp_path_factory, target_dir, bundle_layers, tokenizer):
+    """The target's two layouts (GroupQueryAttention on a shared cache; BSND, head size 8) at fp32 and int4."""
+    from conftest import export
+    from tiny_models import build_tiny_model
+
+    out = tmp_path_factory.mktemp("exact")
+    narrow = build_tiny_model(out / "narrow", "llama", layers=4, hidden=32, heads=4, kv_heads=2, tokenizer=tokenizer)
+    return {("BNSH-shared", "fp32"): bundle_layers,
+            ("BNSH-shared", "int4"): export(target_dir, out / "int4", draft=None, precision="int4", validate=False).path,
+            ("BSND", "fp32"): export(narrow, out / "bsnd", draft=None, validate=False).path,
+            ("BSND", "int4"): export(narrow, out / "bsnd4", draft=None, precision="int4", validate=False).path}
+
+
+@pytest.mark.parametrize("layout, precision", [("BNSH-shared", "fp32"), ("BNSH-shared", "int4"),
+                                               ("BSND", "fp32"), ("BSND", "int4")])
+def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, layout, precision):
+    """Bit for bit: what target-only decoding computes for each token is what every verification
+    window computes for it (runtime/target.py; one-row calls differed in the last bits)."""
+    from mirror_ort.runtime.stats import Stats
+    from mirror_ort.runtime.target import Target
+
+    pipe = Pipeline.from_bundle(exactness_bundles[layout, precision], load_draft=False)
+    assert pipe.bundle.manifest["graphs"]["prefix"]["kv_layout"] == layout
+    target = Target(pipe.prefix, pipe.suffix, Stats())
+    ids = [int(i) for i in np.random.default_rng(0).integers(3, 384, 40)]
+    target.reset()
+    target.score(ids[:16], greedy=False)
+    alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[16:]])
+    target.truncate(16)
+    cuts = [16, 23, 24, 29, 32, 34, 40]  # windows of 7, 1, 5, 3, 2 and 6 tokens
+    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
+                              for a, b in zip(cuts, cuts[1:])])
+    assert np.array_equal(alone, windows)
+    target.truncate(16)
+    ids_alone = [int(target.score([i], greedy=True)[-1]) for i in ids[16:20]]  # the in-graph argmax too
+    assert ids_alone == [int(row.argmax()) for row in alone[:4]]
+
+
 @pytest.mark.parametrize("name", ["layers", "self", "unrelated"])
 def test_greedy_is_lossless_over_settings(pipes, name):
     pipe = pipes[name]

@@ -2,7 +2,8 @@
 
 Structural checks need only ONNX and ONNX Runtime: the checker passes on each
 graph (external data included), each graph loads, the manifest matches each
-graph's I/O and hash. Numerical parity needs the PyTorch source model: the
+graph's I/O and hash, and the target scores a token alone bit for bit as it scores
+it inside a window (what makes sd and mirror exactly ar). Numerical parity needs the PyTorch source model: the
 prefix + suffix run through the runtime's own sessions and caches, in windows of
 one and several tokens on caches of several lengths, against the HF model's
 full-sequence forward (final logits, final argmax, and the early-exit Top-kappa
@@ -57,6 +58,8 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
         checks.append(_check("sha256", role, lambda: _same_hash(bundle, role)))
         checks.append(_check("loads_in_ort", role, lambda: GraphSession(spec, create_session(spec.path, ProviderChoice()), 8)))
     broken = sorted({c["graph"] for c in checks if not c["passed"]})
+    if not {"prefix", "suffix"} & set(broken):
+        checks.append(_exact_windows(bundle))
     if broken:
         checks.append({"name": "parity", "passed": False, "error": f"not run: {', '.join(broken)} failed the checks above"})
     elif source is not None:
@@ -72,6 +75,28 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
     bundle.manifest["validation"] = report
     bundle.save()
     return report
+
+
+def _exact_windows(bundle: Bundle) -> dict:
+    """Does the target give a token scored alone the very logits it gives it inside a window?
+    sd and mirror equal ar token for token because it does (runtime/target.py). Random ids,
+    the CPU EP, windows of 1 to 7 tokens."""
+    from ..runtime.pipeline import Pipeline
+    from ..runtime.stats import Stats
+    from ..runtime.target import Target
+
+    pipe = Pipeline.from_bundle(bundle.path, load_draft=False, max_length=min(64, bundle.max_length - 1))
+    target = Target(pipe.prefix, pipe.suffix, Stats())
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 32)]
+    target.score(ids[:8], greedy=False)
+    alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[8:]])
+    target.truncate(8)
+    cuts = [8, 15, 16, 21, 24, 26, 32]
+    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
+                              for a, b in zip(cuts, cuts[1:])])
+    diff = float(np.abs(alone - windows).max())
+    return {"name": "exact_windows", "graph": "prefix+suffix", "value": diff, "positions": len(alone),
+            "passed": diff == 0.0}
 
 
 def _check(name: str, role: str, fn) -> dict:

@@ -2,6 +2,15 @@
 
 Cache invariant between steps: both halves hold K/V for every committed token but
 the last (the pending token, which the next window starts with).
+
+Every call scores at least two rows and runs its head on at least two. ONNX Runtime's CPU
+kernels take another path for a single row (a GEMV instead of the GEMM, in attention and
+the LM head), so a token scored alone differed in its last bits from the same token scored
+inside a window: enough, once int4 graphs round activations to int8, to change the output.
+A one-token call gets a filler row after it (its K/V land past the cache length and are
+overwritten by the next call), and a lone head row is asked for twice. Then target-only
+decoding and every verification window compute each row bit for bit alike, at every
+precision (tests/test_runtime.py checks it).
 """
 
 from dataclasses import dataclass
@@ -13,6 +22,7 @@ from .session import GraphSession
 from .stats import Stats
 
 NO_ROWS = np.zeros(0, dtype=np.int64)
+MIN_ROWS = 2  # see the module docstring
 
 
 @dataclass
@@ -43,12 +53,14 @@ class Target:
 
     def prefix(self, tokens: list[int], kappa: int | None = None, timer: str = "prefix"):
         """Layers [0, l_e) over new tokens; returns the hidden state and the early-exit message."""
-        start, seq = self.length, len(tokens)
-        self._window = (positions(start, seq), causal_mask(start, seq))
-        exit_rows = None if kappa else NO_ROWS  # the early exit is for Mirror-SD's draft alone
+        start, self._rows = self.length, len(tokens)
+        tokens = list(tokens) + [tokens[-1]] * (MIN_ROWS - len(tokens))  # a filler row, see above
+        self._window = (positions(start, len(tokens)), causal_mask(start, len(tokens)))
+        exit_rows = np.arange(self._rows, dtype=np.int64) if kappa else NO_ROWS  # for Mirror-SD's draft alone
         with self.stats.timed(timer):
             out = self.prefix_session.run(np.array([tokens], dtype=np.int64), *self._window, exit_rows,
                                           outputs=("hidden", "exit_ids", "exit_logprobs") if kappa else ("hidden",))
+        self.prefix_session.cache.length = start + self._rows
         message = None
         if kappa:
             message = ExitMessage(start, out["exit_ids"][0, :, :kappa].copy(), out["exit_logprobs"][0, :, :kappa].copy())
@@ -57,11 +69,14 @@ class Target:
     def suffix(self, hidden, greedy: bool, timer: str = "suffix", last_only: bool = False) -> np.ndarray:
         """Layers [l_e, N) + head on the window the prefix just ran: next ids, or logits to sample from
         (every row, or only the last one)."""
-        rows = np.array([hidden.shape[1] - 1], dtype=np.int64) if last_only else None
+        start, rows = self.suffix_session.cache.length, self._rows
+        wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
+        head_rows = np.resize(wanted, max(len(wanted), MIN_ROWS))  # a lone row is asked for twice
         with self.stats.timed(timer):
-            out = self.suffix_session.run(hidden, *self._window, rows,
+            out = self.suffix_session.run(hidden, *self._window, head_rows,
                                           outputs=("next_ids",) if greedy else ("logits",))
-        return out["next_ids"][0] if greedy else out["logits"][0]
+        self.suffix_session.cache.length = start + rows
+        return (out["next_ids"] if greedy else out["logits"])[0, :len(wanted)]
 
     def score(self, tokens: list[int], greedy: bool, prefill: bool = False, last_only: bool = True) -> np.ndarray:
         """Prefix then suffix without the early-exit message: the target's output for the last
