@@ -1,4 +1,5 @@
-"""Precision at export: weight-only int4/int8 (ONNX Runtime's MatMulNBits) or fp16 weights.
+"""Precision at export: weight-only int4/int8 (ONNX Runtime's MatMulNBits, int8 activations)
+or fp16 weights.
 
 Inputs and outputs (ids, masks, K/V, logits) stay float32/int64, so the runtime and
 the bundle contract do not change with precision; only the weights do.
@@ -43,7 +44,6 @@ def quantize_graph(path: Path, precision: str) -> None:
 def _matmul_nbits(model, bits: int):
     with quiet_quantizer():
         from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
-
     # accuracy_level 4: int8 activations, MLAS's fastest path. Exact between methods only because
     # the runtime never scores or reads out a single row (runtime/target.py): with one-row calls,
     # a row's result depended on how many rows were scored together, and sd/mirror kept 1 and 0 of
