@@ -99,7 +99,8 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_with(_threshold_options)
 def validate(bundle, model, no_parity, as_json, **thresholds):
-    """Check a bundle: ONNX checker, loads in ONNX Runtime, manifest matches, parity with PyTorch."""
+    """Check a bundle: ONNX checker, loads in ONNX Runtime, manifest matches, a token scores alike alone
+    and in a window, parity with PyTorch."""
     from .bundle import Bundle
     from .export.validate import validate_bundle
 
