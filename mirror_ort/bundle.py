@@ -73,11 +73,17 @@ class GraphSpec:
     def output_names(self) -> list[str]:
         return [v["name"] for v in self.outputs]
 
+    @classmethod
+    def from_entry(cls, role: str, path: Path, g: dict) -> "GraphSpec":
+        """The spec of a manifest's ``graphs.ROLE`` entry, for the graph file at ``path``."""
+        return cls(role, path, tuple(g["layers"]), g["num_kv_heads"], g["head_dim"], g["inputs"], g["outputs"],
+                   g.get("static"), g.get("streams", 0), g.get("kv_layout", "BSND"))
+
     @property
-    def kv_names(self) -> list[tuple[str, str, str, str]]:
-        """(past key, past value, present key, present value) per owned layer."""
-        return [(f"past.{i}.key", f"past.{i}.value", f"present.{i}.key", f"present.{i}.value")
-                for i in range(*self.layers)]
+    def kv_slots(self) -> list[tuple[int, int, str, str]]:
+        """(layer within the graph, kind: 0 key / 1 value, past name, present name) per K/V tensor."""
+        return [(index, kind, f"past.{layer}.{name}", f"present.{layer}.{name}")
+                for index, layer in enumerate(range(*self.layers)) for kind, name in enumerate(("key", "value"))]
 
 
 class Bundle:
@@ -113,8 +119,7 @@ class Bundle:
         g = self.manifest["graphs"].get(role)
         if g is None:
             raise MirrorError(f"bundle {self.path} has no {role} graph: re-export it with a draft (--draft)")
-        return GraphSpec(role, self.path / g["file"], tuple(g["layers"]), g["num_kv_heads"], g["head_dim"],
-                         g["inputs"], g["outputs"], g.get("static"), g.get("streams", 0), g.get("kv_layout", "BSND"))
+        return GraphSpec.from_entry(role, self.path / g["file"], g)
 
     @property
     def has_draft(self) -> bool:

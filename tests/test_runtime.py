@@ -48,6 +48,7 @@ def exactness_bundles(tmp_path_factory, target_dir, bundle_layers, tokenizer):
 def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, layout, precision):
     """Bit for bit: what target-only decoding computes for each token is what every verification
     window computes for it (runtime/target.py; one-row calls differed in the last bits)."""
+    from mirror_ort.export.validate import scored_alone_and_in_windows
     from mirror_ort.runtime.stats import Stats
     from mirror_ort.runtime.target import Target
 
@@ -55,13 +56,8 @@ def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, la
     assert pipe.bundle.manifest["graphs"]["prefix"]["kv_layout"] == layout
     target = Target(pipe.prefix, pipe.suffix, Stats())
     ids = [int(i) for i in np.random.default_rng(0).integers(3, 384, 40)]
-    target.reset()
-    target.score(ids[:16], greedy=False)
-    alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[16:]])
-    target.truncate(16)
-    cuts = [16, 23, 24, 29, 32, 34, 40]  # windows of 7, 1, 5, 3, 2 and 6 tokens
-    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
-                              for a, b in zip(cuts, cuts[1:])])
+    alone, windows = scored_alone_and_in_windows(target, ids, prompt=16)  # windows of 7, 1, 5, 3, 2, 6 tokens
+    assert alone.shape == windows.shape == (24, 384)
     assert np.array_equal(alone, windows)
     target.truncate(16)
     ids_alone = [int(target.score([i], greedy=True)[-1]) for i in ids[16:20]]  # the in-graph argmax too

@@ -64,7 +64,7 @@ class Row:
     threads: dict
     runtime: str  # what runs it, e.g. "onnxruntime 1.32.0 cpu"
     notes: list[str] = field(default_factory=list)
-    reference: str = "ar"  # the row whose ids this row's must equal: ar of the same bundle
+    reference: str = BASELINE  # the row whose ids this row's must equal: ar of the same bundle
 
     def generate(self, ids: list[int], settings: Settings) -> Generation:
         raise NotImplementedError

@@ -98,8 +98,9 @@ def run_bench(options: BenchOptions, log=print):
             partial.replace(out)
         return report
 
+    checkpoint = (lambda partial: write_report(partial, complete=False)) if options.json_out else None
     result = run(ctx, rows, skipped, prompts, options.settings, warmup=options.warmup, progress=options.progress,
-                 log=log, after_prompt=lambda partial: write_report(partial, complete=False))
+                 log=log, after_prompt=checkpoint)
     report = write_report(result, complete=True)
     summary = report["methods"]
     text = format_report(result, summary)

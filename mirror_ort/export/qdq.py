@@ -37,9 +37,7 @@ def quantize_draft_qdq(path: Path, entry: dict, source, log=print) -> dict:
         from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
         from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-    spec = GraphSpec(role="draft", path=path, layers=tuple(entry["layers"]), num_kv_heads=entry["num_kv_heads"],
-                     head_dim=entry["head_dim"], inputs=entry["inputs"], outputs=entry["outputs"],
-                     static=entry["static"], streams=entry.get("streams", 0))
+    spec = GraphSpec.from_entry("draft", path, entry)
     sequences = calibration_sequences(source, spec.static["capacity"])
     feeds = draft_feeds(spec, sequences)
     log(f"calibrating the QDQ draft on {len(feeds)} windows of {sum(map(len, sequences))} target tokens")

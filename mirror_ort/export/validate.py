@@ -77,23 +77,33 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
     return report
 
 
+EXACT_WINDOWS = (7, 1, 5, 3, 2, 6)  # window sizes of the exact_windows check: 24 positions
+
+
+def scored_alone_and_in_windows(target, ids: list[int], prompt: int) -> tuple[np.ndarray, np.ndarray]:
+    """The target's logits for ``ids[prompt:]`` (24 tokens) after ``ids[:prompt]``: one token per
+    call, then, rolled back, in windows of ``EXACT_WINDOWS`` tokens."""
+    target.reset()
+    target.score(ids[:prompt], greedy=False)
+    alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[prompt:]])
+    target.truncate(prompt)
+    cuts = np.cumsum((prompt,) + EXACT_WINDOWS)
+    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
+                              for a, b in zip(cuts, cuts[1:])])
+    return alone, windows
+
+
 def _exact_windows(bundle: Bundle) -> dict:
     """Does the target give a token scored alone the very logits it gives it inside a window?
     sd and mirror equal ar token for token because it does (runtime/target.py). Random ids,
-    the CPU EP, windows of 1 to 7 tokens."""
+    the CPU EP."""
     from ..runtime.pipeline import Pipeline
     from ..runtime.stats import Stats
-    from ..runtime.target import Target
+    from ..runtime.target import FILLER_ROWS, Target
 
-    pipe = Pipeline.from_bundle(bundle.path, load_draft=False, max_length=min(64, bundle.max_length - 1))
-    target = Target(pipe.prefix, pipe.suffix, Stats())
-    ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 32)]
-    target.score(ids[:8], greedy=False)
-    alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[8:]])
-    target.truncate(8)
-    cuts = [8, 15, 16, 21, 24, 26, 32]
-    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
-                              for a, b in zip(cuts, cuts[1:])])
+    pipe = Pipeline.from_bundle(bundle.path, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 8 + sum(EXACT_WINDOWS))]
+    alone, windows = scored_alone_and_in_windows(Target(pipe.prefix, pipe.suffix, Stats()), ids, prompt=8)
     diff = float(np.abs(alone - windows).max())
     return {"name": "exact_windows", "graph": "prefix+suffix", "value": diff, "positions": len(alone),
             "passed": diff == 0.0}

@@ -22,7 +22,7 @@ from .sd import generate_sd
 from .sequence import Sequence
 from .session import GraphSession
 from .stats import Stats
-from .target import Target
+from .target import FILLER_ROWS, Target
 from .tokenizer import Tokenizer
 
 METHODS = ("mirror", "sd", "ar")
@@ -62,7 +62,7 @@ class Pipeline:
         bundle = Bundle.load(path)
         target_ep = parse_provider(target_ep) if isinstance(target_ep, str) else target_ep
         draft_ep = parse_provider(draft_ep) if isinstance(draft_ep, str) else draft_ep
-        limit = bundle.max_length - 1  # one position for the filler row of a one-token target call
+        limit = bundle.max_length - FILLER_ROWS  # positions for the filler row of a one-token target call
         max_length = max_length or min(limit, DEFAULT_MAX_LENGTH)
         if not 1 < max_length <= limit:
             raise MirrorError(f"--max-length {max_length} is outside 2..{limit} for this model")
@@ -72,8 +72,8 @@ class Pipeline:
             session = create_session(spec.path, choice, threads, allow_cpu_fallback, spin=spin, role=role)
             return GraphSession(spec, session, capacity)
 
-        prefix = session("prefix", target_ep, target_threads, max_length + 1)  # + the filler row (Target)
-        suffix = session("suffix", target_ep, target_threads, max_length + 1)
+        prefix = session("prefix", target_ep, target_threads, max_length + FILLER_ROWS)
+        suffix = session("suffix", target_ep, target_threads, max_length + FILLER_ROWS)
         draft = None
         if load_draft and bundle.has_draft:
             static = bundle.graph("draft").static  # a static draft's capacity is fixed by its graph

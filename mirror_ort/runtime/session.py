@@ -73,23 +73,13 @@ class GraphSession:
             return self._run_static(first, position_ids, attention_mask, head_rows, past, outputs)
         if self.shared_cache:
             return self._run_shared(first, position_ids, attention_mask, rows, past, outputs)
-        b = self.binding
-        b.clear_binding_outputs()  # bind exactly this call's outputs
-        self._bind_input(self.first_input, first)
-        self._bind_input("position_ids", position_ids)
-        self._bind_input("attention_mask", attention_mask)
-        self._bind_input("head_rows", rows)
-        for layer, (pk, pv, nk, nv) in enumerate(self.spec.kv_names):
-            for kind, (past_name, present_name) in enumerate(((pk, nk), (pv, nv))):
-                self._bind_input(past_name, self.cache.rows(layer, kind, 0, past))
-                present = self.cache.rows(layer, kind, past, past + seq)
-                b.bind_output(present_name, "cpu", 0, np.float32, present.shape, present.ctypes.data)
-        result = {}
-        for name in outputs:
-            buf = self._output_buffer(name, len(rows), seq)
-            b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
-            result[name] = buf
-        self.session.run_with_iobinding(b)
+        self.binding.clear_binding_outputs()  # bind exactly this call's outputs
+        self._bind_window(first, position_ids, attention_mask, rows)
+        for layer, kind, past_name, present_name in self.spec.kv_slots:
+            self._bind_input(past_name, self.cache.rows(layer, kind, 0, past))
+            self._bind_output(present_name, self.cache.rows(layer, kind, past, past + seq))
+        result = {name: self._bind_output(name, self._output_buffer(name, len(rows), seq)) for name in outputs}
+        self.session.run_with_iobinding(self.binding)
         self.cache.length = past + seq
         return result
 
@@ -100,24 +90,16 @@ class GraphSession:
         seq = position_ids.shape[1]
         if attention_mask.shape[-1] != past + seq:
             raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
-        b = self.binding
         if not self._cache_bound:
-            for layer, (pk, pv, nk, nv) in enumerate(self.spec.kv_names):
-                for kind, (past_name, present_name) in enumerate(((pk, nk), (pv, nv))):
-                    whole = self.cache.whole(layer, kind)
-                    self._bind_input(past_name, whole)
-                    b.bind_output(present_name, "cpu", 0, np.float32, whole.shape, whole.ctypes.data)
+            for layer, kind, past_name, present_name in self.spec.kv_slots:
+                whole = self.cache.whole(layer, kind)
+                self._bind_input(past_name, whole)
+                self._bind_output(present_name, whole)
             self._cache_bound = True
-        self._bind_input(self.first_input, first)
-        self._bind_input("position_ids", position_ids)
-        self._bind_input("attention_mask", attention_mask)
-        self._bind_input("head_rows", rows)
-        result = {}
-        for name in self._outputs:  # every output bound: none is allocated per call
-            buf = self._output_buffer(name, len(rows), seq)
-            b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
-            result[name] = buf
-        self.session.run_with_iobinding(b)
+        self._bind_window(first, position_ids, attention_mask, rows)
+        # every output bound: none is allocated per call
+        result = {name: self._bind_output(name, self._output_buffer(name, len(rows), seq)) for name in self._outputs}
+        self.session.run_with_iobinding(self.binding)
         self.cache.length = past + seq
         return {name: result[name] for name in outputs}
 
@@ -164,14 +146,9 @@ class GraphSession:
             rows[:len(here)] = wanted[here] - k0
             rows[len(here):] = 0
             b.clear_binding_outputs()
-            for layer, (_, _, nk, nv) in enumerate(self.spec.kv_names):
-                for kind, present_name in enumerate((nk, nv)):
-                    present = self.cache.rows(layer, kind, base, base + w)
-                    b.bind_output(present_name, "cpu", 0, np.float32, present.shape, present.ctypes.data)
-            buffers = {}
-            for name in outputs:
-                buf = buffers[name] = self._buffer(name, w)
-                b.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+            for layer, kind, _, present_name in self.spec.kv_slots:
+                self._bind_output(present_name, self.cache.rows(layer, kind, base, base + w))
+            buffers = {name: self._bind_output(name, self._buffer(name, w)) for name in outputs}
             self.session.run_with_iobinding(b)
             if k0 + s == seq and len(here) == len(wanted) and np.all(here == np.arange(len(here))):
                 result = {name: buf[:, :len(here)] for name, buf in buffers.items()}  # all in the last chunk
@@ -194,9 +171,8 @@ class GraphSession:
         self._bind_input("head_rows", inputs["head_rows"])
         self._bind_input("position_ids", inputs["position_ids"])
         self._bind_input("attention_mask", inputs["attention_mask"])
-        for layer, (pk, pv, _, _) in enumerate(self.spec.kv_names):
-            for kind, past_name in enumerate((pk, pv)):
-                self._bind_input(past_name, self.cache.rows(layer, kind, 0, c))
+        for layer, kind, past_name, _ in self.spec.kv_slots:
+            self._bind_input(past_name, self.cache.rows(layer, kind, 0, c))
         self._static_inputs = inputs
         return inputs
 
@@ -204,13 +180,24 @@ class GraphSession:
         """Copies of what a static graph's next run reads, by input name (QDQ calibration data)."""
         inputs, c = self._static_inputs, self.static["capacity"]
         feeds = {self.first_input: inputs["first"].copy(), **{k: inputs[k].copy() for k in RUNTIME_INPUTS}}
-        for layer, names in enumerate(self.spec.kv_names):
-            for kind in range(2):
-                feeds[names[kind]] = self.cache.rows(layer, kind, 0, c).copy()
+        for layer, kind, past_name, _ in self.spec.kv_slots:
+            feeds[past_name] = self.cache.rows(layer, kind, 0, c).copy()
         return feeds
+
+    def _bind_window(self, first, position_ids, attention_mask, rows) -> None:
+        """A dynamic graph's per-call inputs: the new positions and the head rows."""
+        self._bind_input(self.first_input, first)
+        self._bind_input("position_ids", position_ids)
+        self._bind_input("attention_mask", attention_mask)
+        self._bind_input("head_rows", rows)
 
     def _bind_input(self, name: str, array: np.ndarray) -> None:
         self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+
+    def _bind_output(self, name: str, array: np.ndarray) -> np.ndarray:
+        """Bind ``array`` (a contiguous buffer or view) as where ``name`` is written; returns it."""
+        self.binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        return array
 
     def _output_buffer(self, name: str, rows: int, seq: int) -> np.ndarray:
         """The buffer for a dynamic graph's output: one row per head row or per new position."""

@@ -23,6 +23,7 @@ from .stats import Stats
 
 NO_ROWS = np.zeros(0, dtype=np.int64)
 MIN_ROWS = 2  # see the module docstring
+FILLER_ROWS = MIN_ROWS - 1  # cache positions a one-token call may write past the sequence
 
 
 @dataclass
