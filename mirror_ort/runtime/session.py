@@ -40,6 +40,7 @@ class GraphSession:
         self._provider = _provider(session)
         self.binding = session.io_binding()
         self.first_input = spec.input_names[0]  # input_ids or hidden
+        self.kv_slots = spec.kv_slots  # built once: the draft's run binds them on every call
         self._outputs = {v["name"]: v for v in spec.outputs if not v["name"].startswith("present.")}
         self._buffers: dict[str, np.ndarray] = {}
         self._all_rows = np.arange(capacity, dtype=np.int64)
@@ -75,7 +76,7 @@ class GraphSession:
             return self._run_shared(first, position_ids, attention_mask, rows, past, outputs)
         self.binding.clear_binding_outputs()  # bind exactly this call's outputs
         self._bind_window(first, position_ids, attention_mask, rows)
-        for layer, kind, past_name, present_name in self.spec.kv_slots:
+        for layer, kind, past_name, present_name in self.kv_slots:
             self._bind_input(past_name, self.cache.rows(layer, kind, 0, past))
             self._bind_output(present_name, self.cache.rows(layer, kind, past, past + seq))
         result = {name: self._bind_output(name, self._output_buffer(name, len(rows), seq)) for name in outputs}
@@ -91,7 +92,7 @@ class GraphSession:
         if attention_mask.shape[-1] != past + seq:
             raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
         if not self._cache_bound:
-            for layer, kind, past_name, present_name in self.spec.kv_slots:
+            for layer, kind, past_name, present_name in self.kv_slots:
                 whole = self.cache.whole(layer, kind)
                 self._bind_input(past_name, whole)
                 self._bind_output(present_name, whole)
@@ -146,7 +147,7 @@ class GraphSession:
             rows[:len(here)] = wanted[here] - k0
             rows[len(here):] = 0
             b.clear_binding_outputs()
-            for layer, kind, _, present_name in self.spec.kv_slots:
+            for layer, kind, _, present_name in self.kv_slots:
                 self._bind_output(present_name, self.cache.rows(layer, kind, base, base + w))
             buffers = {name: self._bind_output(name, self._buffer(name, w)) for name in outputs}
             self.session.run_with_iobinding(b)
@@ -171,7 +172,7 @@ class GraphSession:
         self._bind_input("head_rows", inputs["head_rows"])
         self._bind_input("position_ids", inputs["position_ids"])
         self._bind_input("attention_mask", inputs["attention_mask"])
-        for layer, kind, past_name, _ in self.spec.kv_slots:
+        for layer, kind, past_name, _ in self.kv_slots:
             self._bind_input(past_name, self.cache.rows(layer, kind, 0, c))
         self._static_inputs = inputs
         return inputs
@@ -180,7 +181,7 @@ class GraphSession:
         """Copies of what a static graph's next run reads, by input name (QDQ calibration data)."""
         inputs, c = self._static_inputs, self.static["capacity"]
         feeds = {self.first_input: inputs["first"].copy(), **{k: inputs[k].copy() for k in RUNTIME_INPUTS}}
-        for layer, kind, past_name, _ in self.spec.kv_slots:
+        for layer, kind, past_name, _ in self.kv_slots:
             feeds[past_name] = self.cache.rows(layer, kind, 0, c).copy()
         return feeds
 
