@@ -17,6 +17,19 @@ ARCH_CONFIGS = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 4096}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),
+    # Gemma 3: sliding layers (window 8, shorter than the tests' sequences) alternate with global ones
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM",
+                    {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8, "sliding_window_pattern": 2}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"sliding_window": 8, "pad_token_id": 0}),
+    "llama3-rope": ("LlamaConfig", "LlamaForCausalLM",
+                    {"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                              "high_freq_factor": 4.0,
+                                                              "original_max_position_embeddings": 32}}),
+    "qwen2-sliding": ("Qwen2Config", "Qwen2ForCausalLM",
+                      {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}),
+    "qwen3-yarn": ("Qwen3Config", "Qwen3ForCausalLM",
+                   {"head_dim": 16, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                                     "original_max_position_embeddings": 128}}),
 }
 
 

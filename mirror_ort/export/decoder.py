@@ -20,6 +20,11 @@ after the first ``total - seq``). The target only ever scores causal windows, so
 mask's width (``total``) is all the op needs from it; positions follow from the length.
 The draft keeps BSND and explicit masks: its tree levels need tree masks.
 
+Sliding-window layers (Mistral, Phi-3, Qwen with ``use_sliding_window``, Gemma 3's local
+layers) keep every position in the cache like the others; what they may see is cut by the
+graph: GroupQueryAttention's ``local_window_size`` in the target, a band added to the
+additive mask in the draft and the eager path (the key's cache index is its position).
+
 Exported (``fused``, the default) the span is written in ONNX opset-23 ops that ONNX
 Runtime's CPU EP runs as single kernels: ``RMSNormalization``, ``RotaryEmbedding`` on
 [B, S, H*D] and ``Attention`` (grouped K/V heads, the additive mask as is) on 3-D
@@ -34,7 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx import ops as onnx_ops
 
-from .architectures import ArchSpec
+from .architectures import ArchSpec, layer_windows
+
+MASKED = -1e9  # the runtime's additive mask value (runtime/masks.py)
 
 
 def rotate_half(x):
@@ -51,11 +58,22 @@ def norm_eps(norm: nn.Module) -> float:
     return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
 
 
-def rms_norm(norm: nn.Module, x, fused: bool):
+def norm_weight(norm: nn.Module, spec: ArchSpec):
+    """The scale an HF RMSNorm module multiplies by: its weight, or 1 + weight for Gemma."""
+    return norm.weight + spec.norm_weight_offset if spec.norm_weight_offset else norm.weight
+
+
+def rms_norm(norm: nn.Module, x, fused: bool, spec: ArchSpec):
     """An HF RMSNorm module's math; one ONNX RMSNormalization node when exported fused."""
     if not (fused and _exporting()):
         return norm(x)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm_eps(norm))
+    return F.rms_norm(x, (x.shape[-1],), norm_weight(norm, spec), norm_eps(norm))
+
+
+def window_mask(position_ids, total: int, window: int):
+    """[B, 1, S, total] additive band: key j is hidden from the query at position p when p - j >= window."""
+    far = position_ids[:, None, :, None] - torch.arange(total, device=position_ids.device) >= window
+    return torch.where(far, MASKED, 0.0)
 
 
 class DecoderSpan(nn.Module):
@@ -69,7 +87,9 @@ class DecoderSpan(nn.Module):
         self.start, self.end = start, end
         self.layers = nn.ModuleList(hf_model.model.layers[start:end])
         self.rotary = hf_model.model.rotary_emb
+        self.local_rotary = getattr(hf_model.model, spec.local_rotary) if spec.local_rotary else None
         self.spec = spec
+        self.windows = layer_windows(cfg)[start:end]
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -78,29 +98,61 @@ class DecoderSpan(nn.Module):
         if self.shared_cache:
             self._prepare_gqa(cfg)
 
+    def _local(self, i: int) -> bool:
+        """Does layer i (within the span) read the sliding layers' own rotary table (Gemma 3)?"""
+        return self.local_rotary is not None and self.windows[i] is not None
+
+    def _rotary_tables(self, hidden, position_ids):
+        """cos, sin [B, S, D] per rotary table in use: ``global`` and, for Gemma 3, ``local``."""
+        tables = {"global": self.rotary(hidden, position_ids)}
+        if any(self._local(i) for i in range(len(self.layers))):
+            tables["local"] = self.local_rotary(hidden, position_ids)
+        return tables
+
+    def _layer_masks(self, attention_mask, position_ids):
+        """The additive mask each layer attends with: the runtime's, banded on sliding layers."""
+        total = attention_mask.shape[-1]
+        bands = {w: attention_mask + window_mask(position_ids, total, w) for w in set(self.windows) if w is not None}
+        return [attention_mask if w is None else bands[w] for w in self.windows]
+
+    def _pre_mlp_norm(self, layer):
+        return layer.pre_feedforward_layernorm if self.spec.sandwich_norms else layer.post_attention_layernorm
+
     def forward(self, hidden, position_ids, attention_mask, past):
         if self.shared_cache and _exporting():
             return self._forward_gqa(hidden, attention_mask, past)
         if self.fused and _exporting():
             return self._forward_fused(hidden, position_ids, attention_mask, past)
-        cos, sin = self.rotary(hidden, position_ids)  # [B, S, D]
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads (BSND)
-        mask = attention_mask.unsqueeze(1)  # [B, 1, 1, S, T] over (kv_head, group)
+        tables = {kind: (cos.unsqueeze(2), sin.unsqueeze(2))  # broadcast over heads (BSND)
+                  for kind, (cos, sin) in self._rotary_tables(hidden, position_ids).items()}
+        masks = [m.unsqueeze(1) for m in self._layer_masks(attention_mask, position_ids)]  # [B, 1, 1, S, T]
         presents = []
-        for layer, (past_k, past_v) in zip(self.layers, past):
-            attn_out, k, v = self._attention(layer, layer.input_layernorm(hidden), cos, sin, mask, past_k, past_v)
+        for i, (layer, (past_k, past_v)) in enumerate(zip(self.layers, past)):
+            cos, sin = tables["local" if self._local(i) else "global"]
+            attn_out, k, v = self._attention(layer, layer.input_layernorm(hidden), cos, sin, masks[i], past_k, past_v)
+            if self.spec.sandwich_norms:
+                attn_out = layer.post_attention_layernorm(attn_out)
             hidden = hidden + attn_out
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            mlp_out = layer.mlp(self._pre_mlp_norm(layer)(hidden))
+            if self.spec.sandwich_norms:
+                mlp_out = layer.post_feedforward_layernorm(mlp_out)
+            hidden = hidden + mlp_out
             presents += [k, v]
         return hidden, presents
+
+    def _projections(self, attn, x):
+        """Q, K, V as [B, S, heads * D], from three Linears or one packed one (Phi-3)."""
+        if self.spec.packed_qkv is None:
+            return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return getattr(attn, self.spec.packed_qkv)(x).split([q_size, kv_size, kv_size], dim=-1)
 
     def _attention(self, layer, x, cos, sin, mask, past_k, past_v):
         attn = layer.self_attn
         b, s, _ = x.shape
         h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q = attn.q_proj(x).view(b, s, h, d)
-        k = attn.k_proj(x).view(b, s, hk, d)
-        v = attn.v_proj(x).view(b, s, hk, d)
+        q, k, v = self._projections(attn, x)
+        q, k, v = q.reshape(b, s, h, d), k.reshape(b, s, hk, d), v.reshape(b, s, hk, d)
         if self.spec.qk_norm:
             q, k = attn.q_norm(q), attn.k_norm(k)
         q = q * cos + rotate_half(q) * sin
@@ -118,15 +170,22 @@ class DecoderSpan(nn.Module):
         return attn.o_proj(out), k, v
 
     def _forward_fused(self, hidden, position_ids, attention_mask, past):
-        cos, sin = self.rotary(hidden, position_ids)  # [B, S, D]: cat(freqs, freqs), so keep one half
-        half = self.head_dim // 2
-        cos, sin = cos[..., :half], sin[..., :half]
+        half = self.head_dim // 2  # cos, sin are cat(freqs, freqs): keep one half
+        tables = {kind: (cos[..., :half], sin[..., :half])
+                  for kind, (cos, sin) in self._rotary_tables(hidden, position_ids).items()}
+        masks = self._layer_masks(attention_mask, position_ids)
         presents = []
-        for layer, (past_k, past_v) in zip(self.layers, past):
-            x = rms_norm(layer.input_layernorm, hidden, True)
-            attn_out, k, v = self._attention_fused(layer, x, cos, sin, attention_mask, past_k, past_v)
+        for i, (layer, (past_k, past_v)) in enumerate(zip(self.layers, past)):
+            cos, sin = tables["local" if self._local(i) else "global"]
+            x = rms_norm(layer.input_layernorm, hidden, True, self.spec)
+            attn_out, k, v = self._attention_fused(layer, x, cos, sin, masks[i], past_k, past_v)
+            if self.spec.sandwich_norms:
+                attn_out = rms_norm(layer.post_attention_layernorm, attn_out, True, self.spec)
             hidden = hidden + attn_out
-            hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden, True))
+            mlp_out = layer.mlp(rms_norm(self._pre_mlp_norm(layer), hidden, True, self.spec))
+            if self.spec.sandwich_norms:
+                mlp_out = rms_norm(layer.post_feedforward_layernorm, mlp_out, True, self.spec)
+            hidden = hidden + mlp_out
             presents += [k, v]
         return hidden, presents
 
@@ -138,72 +197,92 @@ class DecoderSpan(nn.Module):
         q, k, v = self._packed_qkv(attn, x)
         q = onnx_ops.rotary_embedding(q, cos, sin, num_heads=h)
         k = onnx_ops.rotary_embedding(k, cos, sin, num_heads=hk).view(b, s, hk, d)
-        v = v.view(b, s, hk, d)
+        v = v.reshape(b, s, hk, d)
         keys = torch.cat([past_k, k], dim=1).reshape(b, -1, hk * d)
         values = torch.cat([past_v, v], dim=1).reshape(b, -1, hk * d)
         out = onnx_ops.attention(q, keys, values, mask, q_num_heads=h, kv_num_heads=hk, scale=attn.scaling)[0]
         return attn.o_proj(out), k, v
 
     def _packed_qkv(self, attn, x):
-        """Q, K, V as [B, S, heads * D]; Q and K normalised per head first where the family does (Qwen3)."""
+        """Q, K, V as [B, S, heads * D]; Q and K normalised per head first where the family does (Qwen3, Gemma 3)."""
         b, s, _ = x.shape
         h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q, k, v = self._projections(attn, x)
         if self.spec.qk_norm:
-            q = rms_norm(attn.q_norm, q.view(b, s, h, d), True).reshape(b, s, h * d)
-            k = rms_norm(attn.k_norm, k.view(b, s, hk, d), True).reshape(b, s, hk * d)
+            q = rms_norm(attn.q_norm, q.reshape(b, s, h, d), True, self.spec).reshape(b, s, h * d)
+            k = rms_norm(attn.k_norm, k.reshape(b, s, hk, d), True, self.spec).reshape(b, s, hk * d)
         return q, k, v
 
     def _prepare_gqa(self, cfg):
         """Packed projections (one MatMul for Q/K/V, one for gate/up) and the rotary tables GQA reads."""
-        if not self.spec.qk_norm:  # Qwen3 normalises q and k apart: keep them apart
-            self.qkv = nn.ModuleList(_packed_linear([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
-                                     for l in self.layers)
-        self.gate_up = nn.ModuleList(_packed_linear([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers)
+        spec = self.spec
+        if not spec.qk_norm:  # Qwen3 and Gemma 3 normalise q and k apart: keep them apart
+            self.qkv = nn.ModuleList(
+                getattr(l.self_attn, spec.packed_qkv) if spec.packed_qkv
+                else _packed_linear([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj])
+                for l in self.layers)
+        self.gate_up = nn.ModuleList(getattr(l.mlp, spec.packed_gate_up) if spec.packed_gate_up
+                                     else _packed_linear([l.mlp.gate_proj, l.mlp.up_proj]) for l in self.layers)
+        half = self.head_dim // 2
+        rotaries = {"global": self.rotary}
+        if any(self._local(i) for i in range(len(self.layers))):
+            rotaries["local"] = self.local_rotary
         with torch.no_grad():
             positions = torch.arange(cfg.max_position_embeddings)[None]
-            cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), positions)
-        half = self.head_dim // 2
-        self.register_buffer("cos_cache", cos[0, :, :half].contiguous(), persistent=False)
-        self.register_buffer("sin_cache", sin[0, :, :half].contiguous(), persistent=False)
+            for kind, rotary in rotaries.items():
+                cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)
+                self.register_buffer(f"cos_{kind}", cos[0, :, :half].contiguous(), persistent=False)
+                self.register_buffer(f"sin_{kind}", sin[0, :, :half].contiguous(), persistent=False)
 
     def _forward_gqa(self, hidden, attention_mask, past):
         """Per layer: GroupQueryAttention, then SkipSimplifiedLayerNormalization (residual add +
         the next RMSNorm in one op) around a packed gate/up MLP."""
+        spec = self.spec
         b, s, _ = hidden.shape
         total = attention_mask.shape[-1]
         seqlens_k = torch.full((b,), total - 1, dtype=torch.int32)  # per row: valid length - 1
         total_length = torch.full((), total, dtype=torch.int32)
         presents = []
-        x = rms_norm(self.layers[0].input_layernorm, hidden, True)
+        x = rms_norm(self.layers[0].input_layernorm, hidden, True, spec)
         for i, (layer, (past_k, past_v)) in enumerate(zip(self.layers, past)):
             attn = layer.self_attn
-            qkv = self._packed_qkv(attn, x) if self.spec.qk_norm else (self.qkv[i](x), None, None)
+            qkv = self._packed_qkv(attn, x) if spec.qk_norm else (self.qkv[i](x), None, None)
+            kind = "local" if self._local(i) else "global"
+            attributes = {"num_heads": self.num_heads, "kv_num_heads": self.num_kv_heads,
+                          "scale": float(attn.scaling), "do_rotary": 1, "rotary_interleaved": 0}
+            if self.windows[i] is not None:
+                attributes["local_window_size"] = self.windows[i]  # ONNX Runtime counts the query itself in it
             out, k, v = onnx_ops.symbolic_multi_out(
                 "com.microsoft::GroupQueryAttention",
-                [*qkv, past_k, past_v, seqlens_k, total_length, self.cos_cache, self.sin_cache],
-                {"num_heads": self.num_heads, "kv_num_heads": self.num_kv_heads, "scale": float(attn.scaling),
-                 "do_rotary": 1, "rotary_interleaved": 0},
+                [*qkv, past_k, past_v, seqlens_k, total_length, getattr(self, f"cos_{kind}"),
+                 getattr(self, f"sin_{kind}")],
+                attributes,
                 dtypes=(hidden.dtype, past_k.dtype, past_v.dtype),
                 shapes=((b, s, self.num_heads * self.head_dim), past_k.shape, past_v.shape),
                 version=1,
             )
             presents += [k, v]
-            x, hidden = _skip_rms_norm(layer.post_attention_layernorm, attn.o_proj(out), hidden)
+            attn_out = attn.o_proj(out)
+            if spec.sandwich_norms:
+                attn_out = rms_norm(layer.post_attention_layernorm, attn_out, True, spec)
+            x, hidden = _skip_rms_norm(self._pre_mlp_norm(layer), attn_out, hidden, spec)
             gate, up = self.gate_up[i](x).chunk(2, dim=-1)
-            mlp_out = layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            mlp_out = layer.mlp.down_proj(getattr(layer.mlp, spec.activation)(gate) * up)
+            if spec.sandwich_norms:
+                mlp_out = rms_norm(layer.post_feedforward_layernorm, mlp_out, True, spec)
             if i + 1 < len(self.layers):
-                x, hidden = _skip_rms_norm(self.layers[i + 1].input_layernorm, mlp_out, hidden)
+                x, hidden = _skip_rms_norm(self.layers[i + 1].input_layernorm, mlp_out, hidden, spec)
             else:
                 hidden = hidden + mlp_out
         return hidden, presents
 
 
-def _skip_rms_norm(norm: nn.Module, x, residual):
+def _skip_rms_norm(norm: nn.Module, x, residual, spec: ArchSpec):
     """(RMSNorm(residual + x), residual + x) as one com.microsoft SkipSimplifiedLayerNormalization."""
     stats = (*x.shape[:-1], 1)
     normed, _, _, total = onnx_ops.symbolic_multi_out(
-        "com.microsoft::SkipSimplifiedLayerNormalization", [x, residual, norm.weight], {"epsilon": float(norm_eps(norm))},
+        "com.microsoft::SkipSimplifiedLayerNormalization", [x, residual, norm_weight(norm, spec)],
+        {"epsilon": float(norm_eps(norm))},
         dtypes=(x.dtype, torch.float32, torch.float32, x.dtype), shapes=(x.shape, stats, stats, x.shape), version=1)
     return normed, total
 
@@ -224,10 +303,11 @@ class Head(nn.Module):
 
     fused = True  # see DecoderSpan.fused
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, spec: ArchSpec):
         super().__init__()
         self.norm = hf_model.model.norm
         self.lm_head = hf_model.lm_head
+        self.spec = spec
 
     def forward(self, hidden):
-        return self.lm_head(rms_norm(self.norm, hidden, self.fused))
+        return self.lm_head(rms_norm(self.norm, hidden, self.fused, self.spec))

@@ -19,7 +19,7 @@ from torch.export import Dim
 from .. import __version__
 from ..bundle import KV_CACHE_LAYOUT, SCHEMA_VERSION, Bundle, sha256
 from ..errors import MirrorError
-from .architectures import arch_spec, attention_span_limit
+from .architectures import arch_spec
 from .onnx_graph import export_graph, graph_io
 from .sources import Source, check_same_vocabulary, load_source
 from .split import Draft, Prefix, Suffix
@@ -220,7 +220,7 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
             "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
             "vocab_size": config.vocab_size,
             "max_position_embeddings": config.max_position_embeddings,
-            "attention_span_limit": attention_span_limit(config, spec),
+            "attention_span_limit": None,  # sliding windows are in the graphs: exact at every length
             "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
             "dtype": "float32",
         },

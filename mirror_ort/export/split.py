@@ -31,7 +31,7 @@ class Prefix(nn.Module):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
         self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True)
-        self.head = Head(hf_model)
+        self.head = Head(hf_model, spec)
         self.kappa = kappa
 
     def forward(self, input_ids, position_ids, attention_mask, head_rows, *past):
@@ -45,7 +45,7 @@ class Suffix(nn.Module):
     def __init__(self, hf_model, exit_layer: int, spec):
         super().__init__()
         self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec, shared_cache=True)
-        self.head = Head(hf_model)
+        self.head = Head(hf_model, spec)
 
     def forward(self, hidden, position_ids, attention_mask, head_rows, *past):
         hidden, presents = self.span(hidden, position_ids, attention_mask, _pairs(past))
@@ -71,7 +71,7 @@ class Draft(nn.Module):
         n = num_layers or hf_model.config.num_hidden_layers
         self.embed = hf_model.model.embed_tokens
         self.span = DecoderSpan(hf_model, 0, n, spec)
-        self.head = Head(hf_model)
+        self.head = Head(hf_model, spec)
         self.stream_heads = stream_heads
         self.register_buffer("vocab_map", None if vocab_map is None else vocab_map.long(), persistent=False)
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import MirrorError
-from .decoder import DecoderSpan, Head, norm_eps
+from .decoder import DecoderSpan, Head, norm_eps, norm_weight
 from .onnx_graph import export_graph, graph_io
 
 DEFAULT_SEQ = 16  # one draft-tree level at the default gamma 6, max_branches 8 (<= 6 + 8 nodes)
@@ -70,14 +70,14 @@ class NpuDraft(nn.Module):
     def __init__(self, draft: nn.Module):
         super().__init__()
         self.draft = copy.deepcopy(draft)
-        self.draft.embed = OneHotEmbedding(self.draft.embed.weight)
+        self.draft.embed = OneHotEmbedding(self.draft.embed.weight, getattr(self.draft.embed, "embed_scale", None))
         for module in self.draft.modules():
             if isinstance(module, (DecoderSpan, Head)):
                 module.fused = False
         for parent in list(self.draft.modules()):
             for name, child in parent.named_children():
                 if type(child).__name__.endswith("RMSNorm"):
-                    setattr(parent, name, DivRMSNorm(child))
+                    setattr(parent, name, DivRMSNorm(child, self.draft.span.spec))
         self.span = self.draft.span
 
     def forward(self, input_ids, position_ids, attention_mask, head_rows, *past):
@@ -94,19 +94,23 @@ class NpuDraft(nn.Module):
 
 
 class OneHotEmbedding(nn.Module):
-    def __init__(self, weight: torch.Tensor):
+    """The lookup as a one-hot MatMul, times Gemma's sqrt(hidden) embedding scale where there is one."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None = None):
         super().__init__()
         self.weight = weight
+        self.scale = None if scale is None else float(scale)
         self.register_buffer("ids", torch.arange(weight.shape[0], dtype=torch.int32), persistent=False)
 
     def forward(self, input_ids):
-        return torch.matmul((input_ids.unsqueeze(-1) == self.ids).to(self.weight.dtype), self.weight)
+        out = torch.matmul((input_ids.unsqueeze(-1) == self.ids).to(self.weight.dtype), self.weight)
+        return out if self.scale is None else out * self.scale
 
 
 class DivRMSNorm(nn.Module):
-    def __init__(self, norm: nn.Module):
+    def __init__(self, norm: nn.Module, spec):
         super().__init__()
-        self.weight = norm.weight
+        self.weight = norm_weight(norm, spec).detach()
         self.eps = norm_eps(norm)
 
     def forward(self, x):
@@ -116,6 +120,10 @@ class DivRMSNorm(nn.Module):
 def export_static_draft(module, layers: tuple[int, int], directory: Path, static: dict, facts: dict) -> dict:
     """Export the draft with every shape fixed; returns its manifest entry."""
     w, c = static["seq"], static["capacity"]
+    windows = [x for x in module.span.windows if x is not None]
+    if windows and min(windows) < w:
+        raise MirrorError(f"--static-seq {w} exceeds the draft's sliding window of {min(windows)} positions "
+                          f"(a window's band is drawn by cache index): pass --static-seq {min(windows)} or less")
     heads, head_dim = module.span.num_kv_heads, module.span.head_dim
     first = torch.randint(0, 100, (1, w))
     positions = torch.arange(w)[None]
