@@ -290,3 +290,21 @@ def test_ort_genai_peers_match_ar(bundle_layers, dataset, tmp_path):
     messages = []
     run_bench(options, log=messages.append)
     assert not [m for m in messages if "building" in m], "rebuilt instead of using the cache"
+
+
+def test_no_chat_benches_plain_prompts(bundle_layers, dataset):
+    """--no-chat (base models): every row gets the turn's plain text, not the chat template."""
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    options = BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,sd", per_category=1,
+                           chat=False, settings=Settings(max_new_tokens=6, gamma=3), warmup=0, progress=False)
+    report, _ = run_bench(options, log=lambda m: None)
+    pipe = Pipeline.from_bundle(bundle_layers, load_draft=False)
+    plain = {q["category"]: len(pipe.encode(q["turns"][0])) for q in reversed(QUESTIONS)}  # first of each category
+    records = report["methods"]["sd"]["per_prompt"]
+    assert [r["prompt_tokens"] for r in records] == [plain["qa"], plain["math"]]
+    assert plain["qa"] < len(pipe.encode(QUESTIONS[0]["turns"][0], chat=True))
+    assert report["settings"]["prompt_format"] == "plain text, no chat template"
+    assert all(r["lossless"] for r in records)
+    with pytest.raises(MirrorError, match="--no-chat benches single prompts"):
+        run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), chat=False, turns="all"))

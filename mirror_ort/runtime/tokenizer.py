@@ -28,4 +28,5 @@ class Tokenizer:
         if self._template is None:
             raise MirrorError("this bundle has no chat template: drop --chat and pass plain text")
         text = self._template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
-        return self._fast.encode(text, add_special_tokens=False).ids
+        ids = self._fast.encode(text, add_special_tokens=False).ids
+        return [self.bos_token_id, *ids] if self.bos_token_id is not None else ids  # as encode: the template's {{ bos_token }}
