@@ -308,3 +308,17 @@ def test_no_chat_benches_plain_prompts(bundle_layers, dataset):
     assert all(r["lossless"] for r in records)
     with pytest.raises(MirrorError, match="--no-chat benches single prompts"):
         run_bench(BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), chat=False, turns="all"))
+
+
+def test_optimum_peer_matches_ar(bundle_layers, dataset, tmp_path):
+    """optimum-onnx's ORTModelForCausalLM on its own export of the same source gives ar's greedy tokens."""
+    pytest.importorskip("optimum.onnxruntime")
+    options = BenchOptions(bundles=[str(bundle_layers)], dataset=str(dataset), methods="ar,optimum", per_category=1,
+                           progress=False, threads=1, cache_dir=str(tmp_path), warmup=0,
+                           settings=Settings(max_new_tokens=10))
+    report, _ = run_bench(options, log=lambda m: None)
+    assert not report["skipped"], report["skipped"]
+    assert report["methods"]["optimum"]["lossless_rate"] == 1.0
+    assert "optimum-onnx" in report["methods"]["optimum"]["runtime"]
+    built = list((tmp_path / "optimum").iterdir())
+    assert len(built) == 1 and (built[0] / "config.json").is_file()

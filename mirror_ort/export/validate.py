@@ -149,7 +149,10 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
     diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
     exit_covers = []  # per text position: is the final next token among the early-exit Top-kappa?
     nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
-    for index, ids in enumerate(prompts):
+    from tqdm import tqdm
+
+    # a bar on a terminal (a large vocabulary makes each sequence take a while), nothing in a log file
+    for index, ids in enumerate(tqdm(prompts, desc="parity with PyTorch", unit="sequence", leave=False, disable=None)):
         bundle_logits = []
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True)
