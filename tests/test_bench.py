@@ -322,3 +322,22 @@ def test_optimum_peer_matches_ar(bundle_layers, dataset, tmp_path):
     assert "optimum-onnx" in report["methods"]["optimum"]["runtime"]
     built = list((tmp_path / "optimum").iterdir())
     assert len(built) == 1 and (built[0] / "config.json").is_file()
+
+
+def test_ort_genai_peers_on_a_sliding_window_model(tmp_path, dataset, tokenizer):
+    """onnxruntime-genai needs a KV cache as long as the sliding window (Gemma 3's 512): the peer asks
+    for that capacity and still stops at --max-new-tokens."""
+    pytest.importorskip("onnxruntime_genai")
+    pytest.importorskip("onnx_ir")
+    from conftest import export
+    from tiny_models import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m", "gemma3_text", layers=2, seed=1, tokenizer=tokenizer, sliding_window=64)
+    bundle = export(model, tmp_path / "b", draft="layers:1", validate=False)
+    options = BenchOptions(bundles=[str(bundle.path)], dataset=str(dataset), methods="ar,ort-genai", per_category=1,
+                           progress=False, threads=1, cache_dir=str(tmp_path / "cache"), warmup=0,
+                           settings=Settings(max_new_tokens=8, gamma=3))
+    report, _ = run_bench(options, log=lambda m: None)
+    assert not report["skipped"], report["skipped"]
+    for name in ("ort-genai", "ort-genai-sd"):
+        assert report["methods"][name]["lossless_rate"] == 1.0, name  # ar's ids: no more than 8 tokens either

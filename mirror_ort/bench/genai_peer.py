@@ -38,6 +38,10 @@ class GenaiRow(Row):
             draft_config = json.loads((target_dir / draft_rel / "genai_config.json").read_text())["model"]["decoder"]
             model["draft"] = {**draft_config, "filename": f"{draft_rel}/{draft_config['filename']}",
                               "session_options": {**draft_config.get("session_options", {}), **session}}
+        # Sliding-window models (Gemma 3) need a KV cache of at least the window: generations then
+        # ask for that capacity and stop at --max-new-tokens themselves.
+        window = json.loads((target_dir / "genai_config.json").read_text())["model"]["decoder"].get("sliding_window")
+        self.min_capacity = int(window["window_size"]) if window else 0
         config = og.Config(str(target_dir))
         config.overlay(json.dumps({"model": model}))
         try:
@@ -51,7 +55,8 @@ class GenaiRow(Row):
 
         og = self.og
         params = og.GeneratorParams(self.model)
-        options = dict(max_length=len(ids) + s.max_new_tokens, min_length=0, num_beams=1, repetition_penalty=1.0)
+        options = dict(max_length=max(len(ids) + s.max_new_tokens, self.min_capacity), min_length=0, num_beams=1,
+                       repetition_penalty=1.0)
         if s.greedy:
             options.update(do_sample=False, top_k=1)
         else:
@@ -63,11 +68,12 @@ class GenaiRow(Row):
         start = time.perf_counter()
         generator = og.Generator(self.model, params)
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
-        while not generator.is_done():
+        stop = len(ids) + s.max_new_tokens
+        while not generator.is_done() and len(generator.get_sequence(0)) < stop:
             generator.generate_next_token()
         sequence = generator.get_sequence(0)
         seconds = time.perf_counter() - start
-        new = [int(t) for t in sequence[len(ids):]]
+        new = [int(t) for t in sequence[len(ids):stop]]
         if self.speculative:
             calls = 1 + int(generator.get_speculative_stats().get("target_forward_passes", 0))  # + the prompt
         else:
