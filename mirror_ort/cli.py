@@ -1,22 +1,30 @@
 """``mirror-ort``: export · run · validate · bench · providers · distill."""
 
 import json
+import logging
 import sys
 
 import click
 
 from .errors import MirrorError
 from .export.quantize import DRAFT_PRECISIONS, PRECISIONS
+from .generation import METHODS, GenerationConfig
+
+DEFAULTS = GenerationConfig()
 
 
 class _Group(click.Group):
-    """Turns MirrorError into one line on stderr and exit code 2, Ctrl-C into exit code 130."""
+    """Turns MirrorError and bad flags into one line on stderr and exit code 2, Ctrl-C into exit code 130."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MirrorError as e:
             click.echo(f"mirror-ort: error: {e}", err=True)
+            sys.exit(2)
+        except click.UsageError as e:  # a flag click itself refused: the same one line
+            where = f"mirror-ort {e.ctx.info_name}" if e.ctx and e.ctx.parent else "mirror-ort"
+            click.echo(f"mirror-ort: error: {e.format_message()} (see `{where} --help`)", err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # generation stops within one step; sessions go with the process
             click.echo("\nmirror-ort: interrupted", err=True)
@@ -27,6 +35,12 @@ class _Group(click.Group):
 @click.version_option(package_name="mirror-ort")
 def main():
     """Mirror Speculative Decoding on ONNX Runtime."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mirror-ort: %(message)s"))
+    library_log = logging.getLogger("mirror_ort")
+    if not library_log.handlers:  # what the library reports (a failed draft, ...) goes to stderr
+        library_log.addHandler(handler)
+        library_log.setLevel(logging.INFO)
 
 
 def _thresholds(max_logit_diff, argmax_agreement, topk_agreement):
@@ -99,17 +113,19 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_with(_threshold_options)
 def validate(bundle, model, no_parity, as_json, **thresholds):
-    """Check a bundle: ONNX checker, loads in ONNX Runtime, manifest matches, a token scores alike alone
-    and in a window, parity with PyTorch."""
+    """Check a bundle: every file's sha256, ONNX checker, loads in ONNX Runtime, manifest matches, a token
+    scores alike alone and in a window, parity with PyTorch. The report goes to BUNDLE/validation.json."""
     from .bundle import Bundle
     from .export.validate import validate_bundle
 
-    b = Bundle.load(bundle)
+    b = Bundle.load(bundle, verify=False)  # the report checks every hash, file by file
     source = None
     if not no_parity:
         from .export.sources import load_source
 
-        source = load_source(model or b.manifest["provenance"]["source"])
+        if not (model or b.source):
+            raise MirrorError(f"{bundle} records no source model: pass --model or --no-parity")
+        source = load_source(model or b.source)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     report = validate_bundle(b, source, thresholds=_thresholds(**thresholds), log=log)
     if as_json:
@@ -118,17 +134,19 @@ def validate(bundle, model, no_parity, as_json, **thresholds):
 
 
 def _run_options(f):
+    """Decoding options default to the bundle's ``generation`` block (shown: mirror-ort's own defaults)."""
+    d = DEFAULTS
     options = [
-        click.option("--method", type=click.Choice(["mirror", "sd", "ar"]), default="mirror", show_default=True),
-        click.option("--max-new-tokens", type=int, default=128, show_default=True),
+        click.option("--method", type=click.Choice(METHODS), help=f"Decoding method [bundle default; {d.method}]."),
+        click.option("--max-new-tokens", type=int, help=f"[bundle default; {d.max_new_tokens}]"),
         click.option("--max-length", type=int, help="Cache capacity in tokens (default: model limit, at most 2048)."),
-        click.option("--gamma", type=int, default=6, show_default=True, help="Draft window length."),
+        click.option("--gamma", type=int, help=f"Draft window length [bundle default; {d.gamma}]."),
         click.option("--kappa", type=int, help="Early-exit candidates used per position (default: the bundle's)."),
-        click.option("--max-branches", type=int, default=8, show_default=True, help="Cap on draft-tree branches."),
-        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
-        click.option("--top-p", type=float, default=1.0, show_default=True),
-        click.option("--top-k", type=int, default=0, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--max-branches", type=int, help=f"Cap on draft-tree branches [bundle default; {d.max_branches}]."),
+        click.option("--temperature", type=float, help=f"0 = greedy [bundle default; {d.temperature}]."),
+        click.option("--top-p", type=float, help=f"[bundle default; {d.top_p}]"),
+        click.option("--top-k", type=int, help=f"0 = off [bundle default; {d.top_k}]"),
+        click.option("--seed", type=int, help=f"[default: {d.seed}]"),
         click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device]."),
         click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device]."),
         click.option("--target-ep-option", multiple=True, help="Target provider option key=value (repeatable)."),
@@ -136,6 +154,8 @@ def _run_options(f):
         click.option("--target-threads", type=int, help="Intra-op threads of the target sessions."),
         click.option("--draft-threads", type=int, help="Intra-op threads of the draft session."),
         click.option("--allow-cpu-fallback", is_flag=True, help="Let ONNX Runtime run unsupported nodes on the CPU."),
+        click.option("--no-verify", is_flag=True,
+                     help="Skip the sha256 check of the bundle's files at load (for a bundle verified already)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -151,7 +171,7 @@ def _pipeline(bundle, kw, load_draft=True):
         target_ep=parse_provider(kw["target_ep"], kw["target_ep_option"]),
         draft_ep=parse_provider(kw["draft_ep"], kw["draft_ep_option"]),
         target_threads=kw["target_threads"], draft_threads=kw["draft_threads"], max_length=kw["max_length"],
-        allow_cpu_fallback=kw["allow_cpu_fallback"], load_draft=load_draft)
+        allow_cpu_fallback=kw["allow_cpu_fallback"], load_draft=load_draft, verify=not kw["no_verify"])
 
 
 def _generation(kw):
@@ -170,6 +190,7 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
     """Generate text from a bundle with Mirror-SD (or sd / ar)."""
     if prompt is None:
         prompt = prompt_file.read() if prompt_file else (sys.stdin.read() if not sys.stdin.isatty() else "")
+    DEFAULTS.updated(**_generation(kw))  # refuse a bad flag before loading anything
     pipe = _pipeline(bundle, kw, load_draft=kw["method"] != "ar")
     if as_json:
         result = pipe.generate(prompt, chat=chat, **_generation(kw))

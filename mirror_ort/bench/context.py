@@ -49,15 +49,14 @@ class Context:
     @property
     def precision(self) -> str:
         """The target's precision in this bundle."""
-        return self.bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
+        return self.bundle.precision
 
     @property
     def peers(self):
         """The bundle's target and draft as PyTorch models, loaded on first use (once per source)."""
         from .peer_models import PeerModels
 
-        graphs = self.bundle.manifest["graphs"]
-        key = (self.bundle.manifest.get("provenance", {}).get("source"), graphs.get("draft", {}).get("source"))
+        key = (self.bundle.source, self.bundle.graph("draft").source if self.bundle.has_draft else None)
         if key not in self.peer_cache:
             self.peer_cache[key] = PeerModels(self.bundle, log=self.log)
         return self.peer_cache[key]

@@ -17,7 +17,7 @@ For a set of prompts (one category, or all of them) a row's figures are:
 
 import statistics
 
-from .methods import BASELINE
+from .rows import BASELINE
 from .runner import BenchResult, Record
 
 

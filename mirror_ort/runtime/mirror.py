@@ -12,11 +12,13 @@ The output is the target's own: every committed token was verified against the
 suffix's distribution.
 
 If the draft worker fails (a provider error, a bad output), the failure is
-reported once in the stats and the generation finishes with the target alone.
+reported once in the stats and the log, and the generation finishes with the target alone.
+A generation's worker is joined before the next generation starts: no draft call of an
+earlier run ever writes into the draft cache of a later one.
 """
 
+import logging
 import queue
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ from .draft import Drafter, Window
 from .draft_tree import DraftTree, plan
 from .sampling import verify
 from .target import ExitMessage
+
+log = logging.getLogger("mirror_ort")
 
 
 @dataclass
@@ -73,9 +77,10 @@ class DraftWorker:
         return result
 
     def close(self) -> None:
+        """Stop the worker and wait for it: it ends after the draft call in progress, if any."""
         self.verdict(Verdict(0, 0, [], done=True))
         self._tasks.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join()
 
     # -- the worker thread -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -163,6 +168,5 @@ def _next_window(worker: DraftWorker, stats) -> tuple[Window, bool]:
             return worker.window(), False
         except Exception as e:
             stats.draft_error = f"{type(e).__name__}: {e}"
-            print(f"mirror-ort: the draft failed ({stats.draft_error}); finishing with the target alone",
-                  file=sys.stderr)
+            log.warning("the draft failed (%s); finishing with the target alone", stats.draft_error)
             return Window(), True

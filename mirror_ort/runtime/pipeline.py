@@ -3,16 +3,22 @@
     pipe = Pipeline.from_bundle("bundle/", draft_ep="qnn")
     result = pipe.generate("Why is the sky blue?", chat=True)
     for piece in pipe.stream("Tell me a story", chat=True): print(piece, end="")
+
+A Pipeline owns one set of sessions and caches, so it runs one generation at a time: calls
+from several threads wait their turn (a lock), and starting a second generation on the thread
+that is still consuming a stream is refused.
 """
 
+import json
+import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..bundle import Bundle
 from ..errors import MirrorError
+from ..generation import GenerationConfig
 from ..providers import ProviderChoice, create_session, parse_provider
 from .ar import generate_ar
 from .draft import Drafter
@@ -25,11 +31,8 @@ from .stats import Stats
 from .target import FILLER_ROWS, Target
 from .tokenizer import Tokenizer
 
-METHODS = ("mirror", "sd", "ar")
 DEFAULT_MAX_LENGTH = 2048
 TREE_CAPACITY = 1024  # draft cache positions reserved for the draft tree
-DEFAULT_GAMMA = 6
-DEFAULT_MAX_BRANCHES = 8
 
 
 @dataclass
@@ -46,20 +49,24 @@ class Pipeline:
         self.prefix, self.suffix, self.draft = prefix, suffix, draft
         self._cached: list[int] = []  # tokens whose K/V the target caches hold, in order
         self.last_stats: dict | None = None
-        vocab_map = bundle.manifest["graphs"].get("draft", {}).get("vocab_map")
-        self.vocab_map = np.array(_read_json(bundle.path / vocab_map), dtype=np.int64) if vocab_map else None
+        self.defaults = bundle.manifest.generation  # what a call leaves unset
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread running a generation
+        vocab_map = bundle.graph("draft").vocab_map if bundle.has_draft else None
+        self.vocab_map = _vocab_map(bundle, vocab_map) if vocab_map else None
 
     @classmethod
     def from_bundle(cls, path, target_ep: str | ProviderChoice = "cpu", draft_ep: str | ProviderChoice = "cpu",
                     target_threads: int | None = None, draft_threads: int | None = None,
                     max_length: int | None = None, allow_cpu_fallback: bool = False, load_draft: bool = True,
-                    spin: bool | None = None):
+                    spin: bool | None = None, verify: bool = True):
         """Sessions for every graph of the bundle on the chosen providers.
 
         ``spin`` sets ONNX Runtime's intra-op spin-waiting (None: its default); turn it
-        off when the target and the draft share the same cores.
+        off when the target and the draft share the same cores. ``verify=False`` skips the
+        sha256 check of the bundle's files (for a bundle checked already).
         """
-        bundle = Bundle.load(path)
+        bundle = path if isinstance(path, Bundle) else Bundle.load(path, verify=verify)
         target_ep = parse_provider(target_ep) if isinstance(target_ep, str) else target_ep
         draft_ep = parse_provider(draft_ep) if isinstance(draft_ep, str) else draft_ep
         limit = bundle.max_length - FILLER_ROWS  # positions for the filler row of a one-token target call
@@ -110,18 +117,34 @@ class Pipeline:
                 text = decoded
             self.last_stats = stats.as_dict()
 
-    def _run(self, prompt, messages=None, chat=False, method="mirror", max_new_tokens=128, temperature=0.0,
-             top_p=1.0, top_k=0, seed=0, gamma=DEFAULT_GAMMA, kappa=None, max_branches=DEFAULT_MAX_BRANCHES):
-        if method not in METHODS:
-            raise MirrorError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-        if method != "ar" and self.draft is None:
-            raise MirrorError(f"method {method} needs a draft but the bundle has none: use --method ar or export with --draft")
-        kappa = kappa or self.bundle.kappa
-        if not 1 <= kappa <= self.bundle.kappa:
-            raise MirrorError(f"--kappa {kappa} is outside 1..{self.bundle.kappa} (the bundle's exported kappa)")
-        if gamma < 1 or gamma * (max_branches + 1) + gamma > TREE_CAPACITY or max_branches < 1:
-            raise MirrorError(f"--gamma {gamma} with --max-branches {max_branches} is out of range "
-                              f"(gamma >= 1, max_branches >= 1, gamma * (max_branches + 2) <= {TREE_CAPACITY})")
+    def settings(self, **changes) -> GenerationConfig:
+        """The bundle's defaults with ``changes`` (None: keep the default), checked against this bundle."""
+        config = self.defaults.updated(**changes)
+        if config.method != "ar" and self.draft is None:
+            raise MirrorError(f"method {config.method} needs a draft but the bundle has none: "
+                              "use --method ar or export with --draft")
+        if config.kappa is not None and config.kappa > self.bundle.kappa:
+            raise MirrorError(f"--kappa {config.kappa} is outside 1..{self.bundle.kappa} (the bundle's exported kappa)")
+        if config.gamma * (config.max_branches + 2) > TREE_CAPACITY:
+            raise MirrorError(f"--gamma {config.gamma} with --max-branches {config.max_branches} is out of range "
+                              f"(gamma * (max_branches + 2) <= {TREE_CAPACITY})")
+        return config
+
+    def _run(self, prompt, messages=None, chat=False, **changes):
+        config = self.settings(**changes)  # checked before anything runs
+        if self._owner == threading.get_ident():
+            raise MirrorError("this Pipeline is still streaming a generation on this thread: finish or close "
+                              "that stream before starting another")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield from self._generation(prompt, messages, chat, config)
+            finally:
+                self._owner = None
+
+    def _generation(self, prompt, messages, chat, config: GenerationConfig):
+        method, gamma, max_branches = config.method, config.gamma, config.max_branches
+        kappa = config.kappa or self.bundle.kappa
         tokens = self.encode(prompt, messages, chat)
         if not tokens:
             raise MirrorError("the prompt is empty: pass --prompt, --prompt-file or text on stdin")
@@ -129,9 +152,9 @@ class Pipeline:
             raise MirrorError(f"the prompt has {len(tokens)} tokens but the capacity is {self.max_length}: "
                               "shorten it or raise --max-length")
         max_length = self._usable_length(method, gamma, max_branches, len(tokens))
-        decoding = Decoding(temperature, top_p, top_k, seed)
-        rand = Randomness(seed, self.max_length + 1)
-        seq = Sequence(tokens, max_new_tokens, self.bundle.eos_token_ids, max_length)
+        decoding = Decoding(config.temperature, config.top_p, config.top_k, config.seed)
+        rand = Randomness(config.seed, self.max_length + 1)
+        seq = Sequence(tokens, config.max_new_tokens, self.bundle.eos_token_ids, max_length)
         stats = Stats(method=method, target_ep=self.prefix.provider, prompt_tokens=len(tokens),
                       draft_ep=self.draft.provider if self.draft and method != "ar" else None)
         target = Target(self.prefix, self.suffix, stats)
@@ -185,7 +208,14 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def _read_json(path: Path):
-    import json
-
-    return json.loads(Path(path).read_text())
+def _vocab_map(bundle: Bundle, name: str) -> np.ndarray:
+    """The reduced-vocabulary draft's target ids, checked against the target's vocabulary."""
+    path = bundle.file(name)
+    try:
+        ids = np.array(json.loads(path.read_text()), dtype=np.int64)
+    except (OSError, ValueError, TypeError) as e:
+        raise MirrorError(f"{path} is not a list of token ids ({str(e)[:80]}): re-export the bundle") from None
+    if ids.ndim != 1 or not len(ids) or ids.min() < 0 or ids.max() >= bundle.vocab_size:
+        raise MirrorError(f"{path} holds ids outside the target's vocabulary of {bundle.vocab_size}: "
+                          "re-export the bundle")
+    return ids
