@@ -8,9 +8,26 @@ import click
 
 from .errors import MirrorError
 from .export.quantize import DRAFT_PRECISIONS, PRECISIONS
-from .generation import METHODS, GenerationConfig
+from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
 
 DEFAULTS = GenerationConfig()
+
+
+class _Gamma(click.ParamType):
+    """A window length, or auto."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
+
+
+GAMMA = _Gamma()
 
 
 class _Group(click.Group):
@@ -140,7 +157,11 @@ def _run_options(f):
         click.option("--method", type=click.Choice(METHODS), help=f"Decoding method [bundle default; {d.method}]."),
         click.option("--max-new-tokens", type=int, help=f"[bundle default; {d.max_new_tokens}]"),
         click.option("--max-length", type=int, help="Cache capacity in tokens (default: model limit, at most 2048)."),
-        click.option("--gamma", type=int, help=f"Draft window length [bundle default; {d.gamma}]."),
+        click.option("--gamma", type=GAMMA, help=f"Draft window length, or auto: chosen each step from the device's "
+                     f"measured costs and the running acceptance [bundle default; {d.gamma}]."),
+        click.option("--draft", type=click.Choice(DRAFT_SOURCES),
+                     help="What proposes windows: the bundle's draft model, prompt lookup (n-gram matches in the "
+                          f"prompt and text so far), or both; auto: both, or lookup without a draft [{d.draft}]."),
         click.option("--kappa", type=int, help="Early-exit candidates used per position (default: the bundle's)."),
         click.option("--max-branches", type=int, help=f"Cap on draft-tree branches [bundle default; {d.max_branches}]."),
         click.option("--temperature", type=float, help=f"0 = greedy [bundle default; {d.temperature}]."),
@@ -176,7 +197,7 @@ def _pipeline(bundle, kw, load_draft=True):
 
 def _generation(kw):
     return {k: kw[k] for k in ("method", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "gamma",
-                               "kappa", "max_branches")}
+                               "kappa", "max_branches", "draft")}
 
 
 @main.command()
@@ -203,6 +224,28 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
     click.echo(f"[{s['method']}] {s['new_tokens']} tokens, {s['tokens_per_s']:.1f} tok/s, "
                f"{s['mean_accepted']:.2f} tokens per target call, reuse {s['reuse_rate']:.0%}, "
                f"target {s['target_ep']}, draft {s['draft_ep']}", err=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device].")
+@click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device].")
+@click.option("--target-threads", type=int, help="Intra-op threads of the target sessions.")
+@click.option("--draft-threads", type=int, help="Intra-op threads of the draft session.")
+def profile(bundle, target_ep, draft_ep, target_threads, draft_threads):
+    """Measure what a step costs on these providers (the cost curve --gamma auto reads) and cache it."""
+    from .providers import parse_provider
+    from .runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(bundle, target_ep=parse_provider(target_ep), draft_ep=parse_provider(draft_ep),
+                                target_threads=target_threads, draft_threads=draft_threads)
+    curve = pipe.cost_curve(refresh=True)
+    click.echo(f"target ({curve.measured['target_ep']}), ms to score k new rows on a {curve.measured['cache_positions']}"
+               "-position cache:")
+    click.echo("  " + "  ".join(f"k={k}: {ms:.2f}" for k, ms in zip(curve.target_rows, curve.target_ms)))
+    if curve.draft_ms is not None:
+        click.echo(f"draft ({curve.measured['draft_ep']}): {curve.draft_ms:.2f} ms per serial call; tree level, ms by "
+                   "branches: " + "  ".join(f"{b}: {ms:.2f}" for b, ms in zip(curve.tree_branches, curve.tree_ms)))
 
 
 @main.command()

@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 from .errors import MirrorError
 
 METHODS = ("mirror", "sd", "ar")
+DRAFT_SOURCES = ("auto", "model", "lookup", "both")  # auto: both where the bundle has a draft, else lookup
+AUTO_GAMMA_LIMIT = 8  # the longest window gamma="auto" chooses
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,10 @@ class GenerationConfig:
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k cut
     seed: int = 0
-    gamma: int = 6  # draft window length
+    gamma: int | str = "auto"  # draft window length, or "auto": chosen each step (runtime/window.py)
     kappa: int | None = None  # early-exit candidates used per position (None: the bundle's)
     max_branches: int = 8  # cap on the draft tree's branches
+    draft: str = "auto"  # what proposes windows: the model draft, prompt lookup, or both (runtime/lookup.py)
 
     RULES = {
         "method": (lambda v: v in METHODS, f"choose from {', '.join(METHODS)}"),
@@ -31,15 +34,26 @@ class GenerationConfig:
         "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
         "top_k": (lambda v: v >= 0, "must be 0 (off) or more"),
         "seed": (lambda v: v >= 0, "must be 0 or more"),
-        "gamma": (lambda v: v >= 1, "must be at least 1"),
+        "gamma": (lambda v: v == "auto" or (isinstance(v, int) and v >= 1), "must be auto or at least 1"),
         "kappa": (lambda v: v is None or v >= 1, "must be at least 1"),
         "max_branches": (lambda v: v >= 1, "must be at least 1"),
+        "draft": (lambda v: v in DRAFT_SOURCES, f"choose from {', '.join(DRAFT_SOURCES)}"),
     }
-    TYPES = {"method": str, "temperature": float, "top_p": float, "kappa": (int, type(None))}
+    TYPES = {"method": str, "temperature": float, "top_p": float, "kappa": (int, type(None)), "gamma": (int, str),
+             "draft": str}
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @property
+    def auto_gamma(self) -> bool:
+        return self.gamma == "auto"
+
+    @property
+    def max_gamma(self) -> int:
+        """The longest window this generation may verify."""
+        return AUTO_GAMMA_LIMIT if self.auto_gamma else self.gamma
 
     def checked(self, where: str = "") -> "GenerationConfig":
         """Self, or a MirrorError naming the first setting of the wrong type or out of range."""
@@ -69,4 +83,5 @@ def _flag(name: str, where: str) -> str:
 
 
 def _kind(kind) -> str:
-    return {int: "an integer", float: "a number", str: "a string"}.get(kind, "an integer or nothing")
+    names = {int: "an integer", float: "a number", str: "a string", (int, str): "an integer or auto"}
+    return names.get(kind, "an integer or nothing")

@@ -78,6 +78,38 @@ def test_greedy_is_lossless_over_settings(pipes, name):
             assert got.token_ids == want, (name, prompt, method, gamma, kappa)
 
 
+REPEATING = "one two three four one two three four one two three four one two"
+
+
+@pytest.mark.parametrize("name", ["layers", "self", "unrelated"])
+def test_greedy_is_lossless_with_auto_windows_and_prompt_lookup(pipes, name):
+    """Every window source and the window controller: still exactly ar's tokens."""
+    pipe = pipes[name]
+    looked = 0
+    for prompt in (PROMPTS[0], PROMPTS[2], REPEATING):
+        want = _ar(pipe, prompt, max_new_tokens=32)
+        for method, draft in itertools.product(("sd", "mirror"), ("model", "lookup", "both")):
+            got = pipe.generate(prompt, method=method, max_new_tokens=32, gamma="auto", draft=draft)
+            assert got.token_ids == want, (name, prompt, method, draft)
+            speculation = got.stats["speculation"]
+            assert speculation["gamma"] == "auto" and speculation["draft"] == draft
+            looked += len(speculation.get("lookup", {}).get("acceptance", [])) > 0
+        assert pipe.generate(prompt, method="sd", max_new_tokens=32, gamma=4, draft="lookup").token_ids == want
+    assert looked  # the lookup controller was there
+
+
+def test_a_bundle_without_a_draft_speculates_with_prompt_lookup(tmp_path, target_dir):
+    from conftest import export
+
+    pipe = Pipeline.from_bundle(export(target_dir, tmp_path / "b", draft="none", validate=False).path)
+    want = _ar(pipe, REPEATING, max_new_tokens=32)
+    for method in ("sd", "mirror"):
+        result = pipe.generate(REPEATING, method=method, max_new_tokens=32)
+        assert result.token_ids == want and result.stats["speculation"]["draft"] == "lookup"
+    with pytest.raises(MirrorError, match="--draft model needs the bundle's draft model"):
+        pipe.generate(REPEATING, method="sd", draft="model")
+
+
 def test_identical_draft_takes_the_reuse_path(pipes):
     """Every window is accepted, so the next window is the bonus token's branch: found in the
     full tree whenever the bonus token is among the early-exit Top-kappa."""
@@ -221,6 +253,25 @@ def test_sampling_matches_the_target_distribution(pipes, name):
             counts[tuple(ids)] += 1
         p_value = chi_square_pvalue(counts, exact)
         assert p_value > 1e-3, (name, method, p_value)
+
+
+@pytest.mark.parametrize("method, draft", [("sd", "lookup"), ("sd", "both"), ("mirror", "both")])
+def test_sampling_with_auto_windows_and_lookup_matches_the_target_distribution(pipes, method, draft):
+    """The same goodness of fit with the window controller and prompt lookup's point-mass
+    proposals; the prompt repeats itself, so lookup proposes from the first step."""
+    pipe = pipes["layers"]
+    steps, top_k, temperature, draws = 3, 3, 1.5, 600
+    prompt_ids = pipe.encode(PROMPTS[4]) * 2
+    exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
+    counts, accepted = dict.fromkeys(sorted(exact), 0), 0
+    for seed in range(draws):
+        result = pipe.generate(prompt_ids, method=method, max_new_tokens=steps, temperature=temperature, top_k=top_k,
+                               seed=seed, gamma="auto", draft=draft)
+        counts[tuple(result.token_ids)] += 1
+        accepted += result.stats["accepted_draft_tokens"]
+    p_value = chi_square_pvalue(counts, exact)
+    assert p_value > 1e-3, (method, draft, p_value)
+    assert accepted  # the speculative path did run: some draft tokens were accepted
 
 
 def test_sampling_test_detects_a_wrong_distribution(pipes):

@@ -23,6 +23,7 @@ class Context:
     genai_precision: str = "fp32"
     log: object = print
     tag: str = ""  # row-name suffix: "" for the first bundle, "@int4" (its precision) for another
+    settings: object = None  # the run's GenerationConfig (rows may vary it: methods.variant)
     peer_cache: dict = field(default_factory=dict)  # PyTorch models by source, shared between contexts
     _pipelines: dict = field(default_factory=dict)
 
@@ -37,6 +38,11 @@ class Context:
                 target_threads=alloc.target_threads, draft_threads=alloc.draft_threads, max_length=self.max_length,
                 allow_cpu_fallback=self.allow_cpu_fallback, load_draft=self.bundle.has_draft, spin=spin)
         return self._pipelines[key]
+
+    def cost_curves(self) -> dict:
+        """The cost curves the rows' pipelines measured (``gamma=auto``), by threads."""
+        return {f"target {t} / draft {d} threads{', no spinning' if spin is False else ''}{self.tag}": pipe._curve.as_dict()
+                for (t, d, spin), pipe in self._pipelines.items() if pipe._curve is not None}
 
     def any_pipeline(self):
         """A pipeline for tokenizing prompts (any allocation will do)."""

@@ -27,6 +27,7 @@ class Generation:
     fallback_windows: int | None = None
     parts: dict | None = None  # mirror-ort rows: seconds per part of the step (run --json's stats)
     cached_prompt_tokens: int = 0  # prompt positions not prefilled (kept from an earlier generation)
+    mean_gamma: float | None = None  # mirror-ort rows: the model windows' mean length (chosen, with gamma auto)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ..generation import GenerationConfig
 from .alloc import Allocation, allocation
 from .context import Context
 from .dataset import Prompt
-from .methods import METHODS, PER_MODEL
+from .methods import METHODS, PER_MODEL, make_row, variant
 from .rows import BASELINE, Generation, Row, Skipped
 
 WARMUP_TOKENS = 32  # warm-up generations stop here
@@ -50,7 +50,7 @@ class Record:
                 "new_tokens": self.new_tokens, "seconds": g.seconds,
                 "tokens_per_s": self.new_tokens / g.seconds if g.seconds > 0 else 0.0,
                 "target_calls": g.target_calls, "reused_windows": g.reused_windows,
-                "fallback_windows": g.fallback_windows, "lossless": self.matches_baseline}
+                "fallback_windows": g.fallback_windows, "mean_gamma": g.mean_gamma, "lossless": self.matches_baseline}
 
 
 @dataclass
@@ -76,10 +76,10 @@ def build_rows(ctx: Context, methods: list[str], modes: list[str], cores: int | 
     rows, skipped = [], {}
     for method, alloc in plan:
         name = method + alloc.suffix + ctx.tag
-        if method not in METHODS:
+        if variant(method)[0] not in METHODS:
             raise MirrorError(f"unknown method {method!r}")
         try:
-            row = METHODS[method](ctx, alloc)
+            row = make_row(method, ctx, alloc)
         except Skipped as e:
             skipped[name] = str(e)
             log(f"skipping {name}: {e}")

@@ -91,7 +91,8 @@ def run_bench(options: BenchOptions, log=print):
         # other processes on the same cores distort every figure, multi-threaded rows the most
         settings["machine"]["load_average_1min"] = {"start": load_before, "end": _load_average()}
         report = {"settings": settings, "complete": complete, "prompts_done": len({r.prompt for r in result.records}),
-                  "methods": summarize(result), "skipped": result.skipped}
+                  "methods": summarize(result), "skipped": result.skipped,
+                  "cost_curves": {k: v for c in contexts for k, v in c.cost_curves().items()}}
         if options.json_out:
             out = Path(options.json_out)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,10 @@ def run_bench(options: BenchOptions, log=print):
     report = write_report(result, complete=True)
     summary = report["methods"]
     text = format_report(result, summary)
+    for label, curve in report["cost_curves"].items():
+        text += (f"\ncost curve used by gamma=auto ({label}): target ms for k rows "
+                 + " ".join(f"{k}:{ms:.1f}" for k, ms in zip(curve["target_rows"], curve["target_ms"]))
+                 + (f"; draft {curve['draft_ms']:.2f} ms per call" if curve["draft_ms"] is not None else ""))
     if options.plot_out:
         from .plot import plot_speedups
 
@@ -127,7 +132,7 @@ def _contexts(options: BenchOptions, log) -> list[Context]:
         bundle = Bundle.load(path)
         ctx = Context(bundle, target_ep, draft_ep, max_length=options.max_length,
                       allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir, log=log,
-                      peer_cache=peer_cache)
+                      peer_cache=peer_cache, settings=options.settings)
         ctx.genai_precision = ctx.precision if options.genai_precision == "bundle" else options.genai_precision
         if index:
             first = contexts[0].bundle
