@@ -13,8 +13,8 @@ from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
 DEFAULTS = GenerationConfig()
 
 
-class _Gamma(click.ParamType):
-    """A window length, or auto."""
+class _IntOrAuto(click.ParamType):
+    """A number (a window length, a layer), or auto."""
 
     name = "INTEGER|auto"
 
@@ -27,7 +27,7 @@ class _Gamma(click.ParamType):
             self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
 
 
-GAMMA = _Gamma()
+GAMMA = EXIT_LAYER = _IntOrAuto()
 
 
 class _Group(click.Group):
@@ -86,8 +86,9 @@ def _with(options):
 @click.option("--draft", default="auto", show_default=True,
               help="Draft: a model source sharing the target's tokenizer, layers:K (the target's first K layers), "
                    "none, or auto (the packaged distilled draft for the default model, else layers:N/8).")
-@click.option("--exit-layer", type=int,
-              help="Early-exit layer l_e (default: the layer of the draft's trained exit adapter, else N/2).")
+@click.option("--exit-layer", type=EXIT_LAYER,
+              help="Early-exit layer l_e, or auto: the layer with the shortest expected Mirror-SD step from measured "
+                   "overlap and the draft's cost (default: the layer of the draft's trained exit adapter, else N/2).")
 @click.option("--no-exit-adapter", is_flag=True, help="Ignore a distilled draft's trained exit adapter (the plain logit lens).")
 @click.option("--kappa", type=int, default=8, show_default=True, help="Early-exit candidates per position.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")

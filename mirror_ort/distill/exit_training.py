@@ -4,7 +4,7 @@ Every labelled position carries the target's hidden state after the exit layer (
 and its final Top-k distribution. The adapter learns to map the one to the other through the
 target's own final norm and LM head (frozen): the loss is the cross-entropy to the Top-k
 distribution (renormalised), over the whole vocabulary, on random batches of positions; the
-measure is the overlap mass on held-out text, the share of positions whose final token is in
+measure is the overlap mass on held-out text (and on a sample of the training positions), the share of positions whose final token is in
 the adapted exit's Top-kappa, which bounds Mirror-SD's reuse.
 """
 
@@ -18,6 +18,7 @@ from ..errors import MirrorError
 from ..export.exit_adapter import ExitAdapter
 
 POSITIONS_PER_STEP = 512
+TRAIN_SAMPLE = 4096  # training positions measured before and after
 
 
 def positions(continuations) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,7 +57,9 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
     test = positions(held_out) if held_out else None
     torch.manual_seed(seed)
     adapter = ExitAdapter(model.config.hidden_size, rank, exit_layer, eps=getattr(model.model.norm, "variance_epsilon", 1e-5))
+    seen = slice(0, TRAIN_SAMPLE)  # what it fits, beside what it generalises to
     before = overlap(None, head, *test[:2]) if test else None
+    before_train = overlap(None, head, hidden[seen], ids[seen])
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     started, step = time.perf_counter(), 0
@@ -80,5 +83,6 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
     adapter.eval()
     after = overlap(adapter, head, *test[:2]) if test else None
     report = {"exit_layer": exit_layer, "rank": rank, "steps": step, "minutes": (time.perf_counter() - started) / 60,
-              "training_positions": len(hidden), "held_out": {"plain": before, "adapted": after}}
+              "training_positions": len(hidden), "held_out": {"plain": before, "adapted": after},
+              "train": {"plain": before_train, "adapted": overlap(adapter, head, hidden[seen], ids[seen])}}
     return adapter, report

@@ -36,7 +36,7 @@ DRAFT_VOCAB_MAP = "draft_vocab_map.json"  # V' target ids, in draft-vocabulary o
 
 @dataclass
 class ExportOptions:
-    exit_layer: int | None = None  # default: N // 2
+    exit_layer: int | str | None = None  # default: the exit adapter's layer, else N // 2; "auto": exit_layer.py
     kappa: int = DEFAULT_KAPPA
     draft: str | None = "auto"  # "auto", "layers:K", a model source, or None for no draft
     force: bool = False
@@ -59,7 +59,11 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     n = config.num_hidden_layers
     draft, draft_facts = _draft(source, options)
     adapter, adapter_source = _exit_adapter(source, options)
-    exit_layer = options.exit_layer if options.exit_layer is not None else adapter.exit_layer if adapter else n // 2
+    exit_layer, selection = options.exit_layer, None
+    if exit_layer == "auto":
+        exit_layer, selection = _auto_exit_layer(source, options, draft, draft_facts, adapter, log)
+    elif exit_layer is None:
+        exit_layer = adapter.exit_layer if adapter else n // 2
     if adapter is not None and adapter.exit_layer != exit_layer:
         raise MirrorError(f"the exit adapter in {adapter_source} was trained for exit layer {adapter.exit_layer}, "
                           f"not {exit_layer}: pass --exit-layer {adapter.exit_layer}, or --no-exit-adapter")
@@ -115,7 +119,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         # Read back through the typed contract: what export writes is what the runtime accepts.
         early_exit = {"layer": exit_layer, "kappa": options.kappa,
                       "head": ("exit adapter, then " if adapter else "") + "final RMSNorm + LM head, Top-kappa log-probs",
-                      "adapter": adapter.describe(adapter_source) if adapter else None}
+                      "adapter": adapter.describe(adapter_source) if adapter else None, "selection": selection}
         manifest = Manifest.from_json(_manifest(source, spec, early_exit, graphs, tmp), tmp, MANIFEST)
         bundle = Bundle(tmp, manifest)
         bundle.save()
@@ -147,6 +151,31 @@ def _draft(source: Source, options: ExportOptions):
     if getattr(module, "vocab_map", None) is not None:
         facts["vocab_map"] = DRAFT_VOCAB_MAP
     return module, facts
+
+
+def _auto_exit_layer(source: Source, options: ExportOptions, draft, draft_facts: dict, adapter, log):
+    """``--exit-layer auto``: the adapter's layer when the draft brings one, else the shortest expected step."""
+    from .exit_layer import choose_exit_layer, measure_overlaps
+
+    if adapter is not None:
+        log(f"exit layer auto: {adapter.exit_layer}, the layer the draft's exit adapter was trained for")
+        return adapter.exit_layer, {"by": "the exit adapter's layer"}
+    model = source.model
+    embedding = model.model.embed_tokens.weight.numel()
+    target_weights = sum(p.numel() for p in model.parameters()) - embedding * (not model.config.tie_word_embeddings)
+    draft_share = 0.1
+    if draft is not None:
+        draft_share = (sum(p.numel() for p in draft.parameters()) - draft.embed.weight.numel()) / target_weights
+    overlaps = measure_overlaps(model, source.tokenizer, options.kappa)
+    layer, steps = choose_exit_layer(overlaps, model.config.num_hidden_layers, draft_share,
+                                     streams=draft_facts.get("streams", 0))
+    half = model.config.num_hidden_layers // 2
+    log(f"exit layer auto: {layer}: overlap {overlaps[layer]:.0%} with kappa {options.kappa} (at N/2 = {half}: "
+        f"{overlaps[half]:.0%}); with a draft reading {draft_share:.0%} of the target's weights a Mirror-SD step "
+        f"is expected to take {steps[layer]:.2f} target steps there ({steps[half]:.2f} at N/2)")
+    return layer, {"by": "shortest expected Mirror-SD step", "draft_share": draft_share,
+                   "overlaps": {str(k): v for k, v in overlaps.items()},
+                   "expected_step": {str(k): v for k, v in steps.items()}}
 
 
 def _exit_adapter(source: Source, options: ExportOptions):
