@@ -71,7 +71,7 @@ def tiny_rows(families: list[str], log) -> list[dict]:
                 thresholds = INT4_THRESHOLDS if variant == "int4" else None
                 try:
                     report = export(model, Path(tmp) / f"{arch}-{variant}", thresholds=thresholds,
-                                    **options).manifest["validation"]
+                                    **options).validation
                 except MirrorError as e:  # a failed validation: the matrix shows the failure
                     report, error = None, str(e)
                 else:
@@ -92,7 +92,7 @@ def real_rows(specs: list[str]) -> list[dict]:
     for spec in specs:
         label, _, path = spec.partition("=")
         family, model, variant = label.split(":")
-        report = Bundle.load(path).manifest["validation"] if path else None
+        report = Bundle.load(path).validation if path else None
         rows.append({"family": family, "model": model, "variant": variant, **figures(report),
                      "bundle": Path(path).name if path else None})
     return rows

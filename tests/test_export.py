@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import export
 from tiny_models import ARCH_CONFIGS, build_tiny_model, tiny_tokenizer
+
 from mirror_ort.bundle import Bundle
 from mirror_ort.cli import main
 from mirror_ort.errors import MirrorError
@@ -16,7 +16,6 @@ from mirror_ort.export.sources import load_source
 from mirror_ort.providers import ProviderChoice, create_session
 from mirror_ort.runtime.masks import causal_mask, positions
 from mirror_ort.runtime.session import GraphSession
-
 
 FAMILIES = list(ARCH_CONFIGS)  # llama, qwen2, mistral, qwen3, gemma3_text, phi3 and rope/sliding variants
 # Sliding windows of 8 positions (gemma3_text, phi3, qwen2-sliding), so every check below runs past them.
@@ -42,7 +41,7 @@ def test_export_validates_each_family(family_bundle, arch):
     from transformers import AutoConfig
 
     model, bundle = family_bundle(arch)
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     assert report["passed"], report
     checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
     assert checks[("max_logit_diff", "prefix+suffix")]["value"] < 1e-3
@@ -51,24 +50,24 @@ def test_export_validates_each_family(family_bundle, arch):
     assert checks[("topk_agreement", "prefix")]["value"] == 1.0
     assert checks[("exact_windows", "prefix+suffix")]["value"] == 0.0
     m = bundle.manifest
-    assert m["model"]["architecture"] == AutoConfig.from_pretrained(model).model_type
-    assert m["early_exit"] == {**m["early_exit"], "layer": 2, "kappa": 8}
-    assert m["model"]["attention_span_limit"] is None  # sliding windows are inside the graphs
+    assert m.model.architecture == AutoConfig.from_pretrained(model).model_type
+    assert (m.early_exit.layer, m.early_exit.kappa) == (2, 8)
+    assert m.model.attention_span_limit is None  # sliding windows are inside the graphs
     prefix = bundle.graph("prefix")
     assert prefix.output_names[:3] == ["hidden", "exit_ids", "exit_logprobs"]
     assert "logits" not in prefix.output_names  # the full early-exit logits never leave the graph
-    assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
+    assert {o.name: o.shape for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
     assert bundle.graph("suffix").layers == (2, 4) and bundle.graph("suffix").input_names[0] == "hidden"
-    assert m["tokenizer"]["eos_token_ids"] == [2] and m["tokenizer"]["chat_template"]
+    assert m.tokenizer.eos_token_ids == [2] and m.tokenizer.chat_template
 
 
 @pytest.mark.parametrize("arch", SLIDING)
 def test_sliding_layers_attend_through_their_window(family_bundle, arch):
     """The target's sliding layers carry GroupQueryAttention's local_window_size (8), the global ones none."""
     import onnx
+    from transformers import AutoConfig
 
     from mirror_ort.export.architectures import layer_windows
-    from transformers import AutoConfig
 
     model, bundle = family_bundle(arch)
     windows = layer_windows(AutoConfig.from_pretrained(model))
@@ -130,8 +129,8 @@ def test_static_draft_of_a_sliding_family(tmp_path, family_bundle):
     """The NPU draft's rewrites keep Gemma's embedding scale and (1 + weight) norms, and its window."""
     model, _ = family_bundle("gemma3_text")
     bundle = export(model, tmp_path / "static", draft="layers:2", static={"seq": 8, "capacity": 64})
-    checks = {(c["name"], c.get("graph")): c for c in bundle.manifest["validation"]["checks"]}
-    assert bundle.manifest["validation"]["passed"] and checks[("max_logit_diff", "draft")]["value"] < 1e-3
+    checks = {(c["name"], c.get("graph")): c for c in bundle.validation["checks"]}
+    assert bundle.validation["passed"] and checks[("max_logit_diff", "draft")]["value"] < 1e-3
     with pytest.raises(MirrorError, match="--static-seq 16 exceeds the draft's sliding window of 8"):
         export(model, tmp_path / "too-wide", draft="layers:2", static={"seq": 16, "capacity": 64})
 
@@ -171,7 +170,7 @@ def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
     overlap mass): certain when kappa is the whole vocabulary, rare for top-1 at layer 1 of 4."""
     def overlap(kappa):
         bundle = export(target_dir, tmp_path / f"k{kappa}", draft="none", exit_layer=1, kappa=kappa)
-        return next(c["value"] for c in bundle.manifest["validation"]["checks"] if c["name"] == "exit_overlap")
+        return next(c["value"] for c in bundle.validation["checks"] if c["name"] == "exit_overlap")
 
     assert overlap(384) == 1.0
     assert overlap(1) < 0.5
@@ -179,7 +178,7 @@ def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
 
 def test_validation_checks_that_windows_score_exactly(bundle_layers):
     """A validated bundle records that a token scored alone and in a window get the same logits."""
-    check = next(c for c in Bundle.load(bundle_layers).manifest["validation"]["checks"] if c["name"] == "exact_windows")
+    check = next(c for c in Bundle.load(bundle_layers).validation["checks"] if c["name"] == "exact_windows")
     assert check["passed"] and check["value"] == 0.0 and check["positions"] == 24
 
 
@@ -212,7 +211,7 @@ def test_validate_fails_on_a_corrupted_graph(tmp_path, bundle_layers):
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert not report["passed"]
-    assert any(c["name"] == "sha256" and not c["passed"] for c in report["checks"])
+    assert [c["graph"] for c in report["checks"] if c["name"] == "sha256" and not c["passed"]] == ["suffix"]
 
 
 # -- bad input: one line, non-zero exit, nothing half-written --------------------------------
@@ -284,7 +283,7 @@ def test_nonempty_output_needs_force(tmp_path, target_dir):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    assert "exists and is not empty" in _cli_error("export", str(target_dir), "-o", str(out))
+    assert "is in use (not empty)" in _cli_error("export", str(target_dir), "-o", str(out))
     assert (out / "keep.txt").read_text() == "user data"
 
 
@@ -324,9 +323,9 @@ def test_embedded_default_exports_end_to_end(tmp_path):
     from mirror_ort.runtime.pipeline import Pipeline
 
     bundle = export(None, tmp_path / "smollm2")
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     assert report["passed"], report
-    assert bundle.manifest["model"]["num_layers"] == 30 and bundle.manifest["tokenizer"]["eos_token_ids"] == [2]
+    assert bundle.manifest.model.num_layers == 30 and bundle.manifest.tokenizer.eos_token_ids == [2]
     pipe = Pipeline.from_bundle(bundle.path)
     ar = pipe.generate("What is the capital of France?", chat=True, method="ar", max_new_tokens=24)
     assert "Paris" in ar.text
@@ -344,12 +343,12 @@ def test_gemma3_270m_exports_end_to_end(tmp_path):
     from mirror_ort.runtime.pipeline import Pipeline
 
     bundle = export("gemma3-270m", tmp_path / "gemma")
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     assert report["passed"], report
     assert next(c for c in report["checks"] if c["name"] == "exact_windows")["value"] == 0.0
     m = bundle.manifest
-    assert (m["model"]["architecture"], m["model"]["num_layers"], m["model"]["vocab_size"]) == ("gemma3_text", 18, 262144)
-    assert m["tokenizer"]["eos_token_ids"] == [1, 106] and m["tokenizer"]["bos_token_id"] == 2
+    assert (m.model.architecture, m.model.num_layers, m.model.vocab_size) == ("gemma3_text", 18, 262144)
+    assert m.tokenizer.eos_token_ids == [1, 106] and m.tokenizer.bos_token_id == 2
     pipe = Pipeline.from_bundle(bundle.path)
     assert pipe.tokenizer.encode("Hello world") == [2, 9259, 1902]  # <bos> Hello ▁world
     assert pipe.encode("Hi", chat=True) == pipe.tokenizer.encode("") + [105, 2364, 107, 10979, 106, 107, 105, 4368, 107]
@@ -367,10 +366,10 @@ def test_quantized_export_validates_and_stays_lossless_between_methods(tmp_path,
 
     bundle = export(target_dir, tmp_path / precision, draft="layers:2", precision=precision,
                     thresholds={"argmax_agreement": 0.0, "topk_agreement": 0.0, "perplexity_ratio": 100.0})
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
     assert report["passed"] and {"value", "torch_fp32", "ratio"} <= set(checks[("perplexity", "prefix+suffix")])
-    assert all(g["precision"] == precision for g in bundle.manifest["graphs"].values())
+    assert all(g.precision == precision for g in bundle.manifest.graphs.values())
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(bundle.graph("suffix").path)).graph.node}

@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..generation import GenerationConfig
 from .alloc import Allocation
-from .methods import Generation, Row, Settings, Skipped, register
 from .peer_models import save_hf_dir
 from .requirements import require
+from .rows import Generation, Row, Skipped
 
 EXPORT = ("from optimum.exporters.onnx import main_export; import sys; "
           "main_export(sys.argv[1], output=sys.argv[2], task='text-generation-with-past', device='cpu')")
@@ -33,8 +34,8 @@ def _version() -> str:
 
 def build(ctx) -> Path:
     """optimum's ONNX export of the bundle's source model, built once."""
-    graphs = ctx.bundle.manifest["graphs"]
-    key = hashlib.sha256(json.dumps(["optimum", graphs["prefix"]["sha256"], graphs["suffix"]["sha256"],
+    graphs = ctx.bundle.manifest.graphs
+    key = hashlib.sha256(json.dumps(["optimum", graphs["prefix"].sha256, graphs["suffix"].sha256,
                                      _version()]).encode()).hexdigest()[:16]
     cache = Path(ctx.cache_dir) / "optimum" / key
     if (cache / "config.json").is_file():
@@ -71,9 +72,9 @@ class OptimumRow(Row):
                                                          provider="CPUExecutionProvider")
         self.eos = eos
 
-    def generate(self, ids, s: Settings) -> Generation:
+    def generate(self, ids, s: GenerationConfig) -> Generation:
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig as HFGenerationConfig
 
         kw = dict(max_new_tokens=s.max_new_tokens, eos_token_id=self.eos, pad_token_id=self.eos[0], num_beams=1)
         if s.greedy:
@@ -84,7 +85,7 @@ class OptimumRow(Row):
         input_ids = torch.tensor([list(ids)], dtype=torch.long)
         start = time.perf_counter()
         out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                  generation_config=GenerationConfig(**kw))
+                                  generation_config=HFGenerationConfig(**kw))
         seconds = time.perf_counter() - start
         new = out[0, len(ids):].tolist()
         return Generation(new, seconds, len(new))
@@ -100,4 +101,5 @@ def _make(ctx, alloc: Allocation) -> Row:
     return OptimumRow("optimum" + alloc.suffix, alloc, directory, eos, notes)
 
 
-register("optimum", _make)
+def optimum_row():
+    return _make

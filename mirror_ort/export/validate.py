@@ -11,11 +11,12 @@ sets computed from the hidden state after layer l_e).
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..bundle import GRAPH_ROLES, Bundle, sha256
+from ..bundle import Bundle, sha256
 from ..errors import MirrorError
 from ..providers import ProviderChoice, create_session
 from ..runtime.masks import causal_mask, positions
@@ -46,16 +47,14 @@ WINDOWS = [1, 4, 1, 7, 2, 3]  # new tokens per call after the prefill: S=1 and S
 
 
 def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None, log=print) -> dict:
-    """Run every check, store the report in the manifest, and return it."""
-    precision = bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
+    """Run every check, write the report beside the manifest (``validation.json``), and return it."""
     thresholds_given = thresholds
-    thresholds = {**THRESHOLDS_BY_PRECISION[precision], **(thresholds or {})}
-    checks = []
-    roles = [r for r in GRAPH_ROLES if r in bundle.manifest["graphs"]]
-    for role in roles:
-        spec = bundle.graph(role)
+    thresholds = {**THRESHOLDS_BY_PRECISION.get(bundle.precision, DEFAULT_THRESHOLDS), **(thresholds or {})}
+    checks = [_check("sha256", _owner(bundle, name), lambda name=name: _same_hash(bundle, name))
+              for name in bundle.manifest.files]
+    checks.append(_check("chat_template", "bundle", lambda: _renders(bundle)))
+    for role, spec in bundle.manifest.graphs.items():
         checks.append(_check("onnx_checker", role, lambda: onnx.checker.check_model(str(spec.path), full_check=False)))
-        checks.append(_check("sha256", role, lambda: _same_hash(bundle, role)))
         checks.append(_check("loads_in_ort", role, lambda: GraphSession(spec, create_session(spec.path, ProviderChoice()), 8)))
     broken = sorted({c["graph"] for c in checks if not c["passed"]})
     if not {"prefix", "suffix"} & set(broken):
@@ -72,8 +71,7 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
         status = "skip" if c.get("skipped") else ("ok  " if c["passed"] else "FAIL")
         detail = c.get("skipped") or c.get("error") or {k: v for k, v in c.items() if k not in ("name", "passed", "graph")}
         log(f"  [{status}] {c['name']}{'/' + c['graph'] if 'graph' in c else ''}: {detail}")
-    bundle.manifest["validation"] = report
-    bundle.save()
+    bundle.write_validation(report)
     return report
 
 
@@ -101,7 +99,7 @@ def _exact_windows(bundle: Bundle) -> dict:
     from ..runtime.stats import Stats
     from ..runtime.target import FILLER_ROWS, Target
 
-    pipe = Pipeline.from_bundle(bundle.path, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
+    pipe = Pipeline.from_bundle(bundle, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
     ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 8 + sum(EXACT_WINDOWS))]
     alone, windows = scored_alone_and_in_windows(Target(pipe.prefix, pipe.suffix, Stats()), ids, prompt=8)
     diff = float(np.abs(alone - windows).max())
@@ -117,10 +115,25 @@ def _check(name: str, role: str, fn) -> dict:
         return {"name": name, "graph": role, "passed": False, "error": str(e).strip().splitlines()[0][:300]}
 
 
-def _same_hash(bundle: Bundle, role: str) -> None:
-    declared = bundle.manifest["graphs"][role]["sha256"]
-    if sha256(bundle.graph(role).path) != declared:
-        raise MirrorError(f"{role}.onnx does not match the sha256 in the manifest")
+def _same_hash(bundle: Bundle, name: str) -> None:
+    if sha256(bundle.file(name)) != bundle.manifest.files[name]:
+        raise MirrorError(f"{name} does not match its sha256 in the manifest")
+
+
+def _renders(bundle: Bundle) -> None:
+    """The chat template (if any) renders a conversation in the sandbox: it is safe and well formed."""
+    from ..chat import ChatTemplate
+
+    facts = bundle.manifest.tokenizer
+    if facts.chat_template:
+        ChatTemplate(facts.chat_template, facts.bos_token, facts.eos_token).render(
+            [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."},
+             {"role": "user", "content": "How are you?"}])
+
+
+def _owner(bundle: Bundle, name: str) -> str:
+    """The graph role a file belongs to (its graph or external data), else "bundle"."""
+    return next((role for role, g in bundle.manifest.graphs.items() if name in (g.file, g.file + ".data")), "bundle")
 
 
 def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> list[dict]:
@@ -148,6 +161,8 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
 
     diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
     exit_covers = []  # per text position: is the final next token among the early-exit Top-kappa?
+    plain_covers = []  # ... among the Top-kappa of the plain logit lens (no exit adapter)
+    adapter = _exit_adapter(bundle, model)
     nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
     from tqdm import tqdm
 
@@ -157,7 +172,9 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True)
             ref_logits = out.logits[0].numpy()
-            exit_logits = model.lm_head(model.model.norm(out.hidden_states[exit_layer]))[0]
+            exit_hidden = out.hidden_states[exit_layer]
+            plain_exit = torch.topk(model.lm_head(model.model.norm(exit_hidden))[0], kappa, dim=-1).indices.numpy()
+            exit_logits = model.lm_head(model.model.norm(adapter(exit_hidden) if adapter else exit_hidden))[0]
             ref_exit = torch.topk(exit_logits, kappa, dim=-1).indices.numpy()
             ref_draft = draft_module and _draft_logits(draft_module, ids)
         for session in (prefix, suffix, draft):
@@ -178,6 +195,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
                 topk_overlap.append(len(set(got.tolist()) & set(ref.tolist())) / kappa)
             if index < len(PROMPTS):
                 exit_covers += (p["exit_ids"][0] == logits.argmax(-1)[:, None]).any(-1).tolist()
+                plain_covers += (plain_exit[start:start + seq] == logits.argmax(-1)[:, None]).any(-1).tolist()
             if draft is not None:
                 d = draft.run(tokens, pos, mask, outputs=("logits",))["logits"][0]
                 draft_diffs.append(float(np.abs(d - ref_draft[start:start + seq]).max()))
@@ -200,13 +218,14 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
     # Not a pass/fail check: Mirror-SD's overlap mass, which bounds the draft tree's reuse
     # (fallback >= 1 - overlap); a deeper --exit-layer or a larger --kappa raises it.
     checks.append({"name": "exit_overlap", "graph": "prefix+suffix", "value": float(np.mean(exit_covers)),
+                   "without_adapter": float(np.mean(plain_covers)), "adapter": adapter is not None,
                    "kappa": kappa, "positions": len(exit_covers), "passed": True})
     ppl_torch, ppl_bundle = float(np.exp(np.mean(nll_torch))), float(np.exp(np.mean(nll_bundle)))
     checks.append({"name": "perplexity", "graph": "prefix+suffix", "value": ppl_bundle, "torch_fp32": ppl_torch,
                    "ratio": ppl_bundle / ppl_torch, "passed": ppl_bundle / ppl_torch <= thresholds["perplexity_ratio"]})
     if draft is not None:
         d_max, d_agree = max(draft_diffs), draft_hits / n
-        draft_precision = bundle.manifest["graphs"]["draft"].get("precision", "fp32")
+        draft_precision = bundle.graph("draft").precision
         limits = {**THRESHOLDS_BY_PRECISION[draft_precision], **user_thresholds}
         checks += [
             {"name": "max_logit_diff", "graph": "draft", "value": d_max, "passed": _within(d_max, limits["max_logit_diff"])},
@@ -234,11 +253,22 @@ def _nll(logits: np.ndarray, ids) -> float:
     return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
 
 
+def _exit_adapter(bundle: Bundle, model):
+    """The bundle's exit adapter as a PyTorch module (from the draft directory it was exported from)."""
+    described = bundle.manifest.early_exit.adapter
+    if not described:
+        return None
+    from .exit_adapter import load_exit_adapter
+
+    return load_exit_adapter(Path(described["source"]), model)
+
+
 def _draft_module(bundle: Bundle, source):
     """The PyTorch draft, rebuilt from the manifest's draft source."""
-    from .exporter import ExportOptions, _draft
+    from .draft_source import draft_module, resolve_draft
 
-    return _draft(source, ExportOptions(draft=bundle.manifest["graphs"]["draft"]["source"]))[0]
+    choice = resolve_draft(bundle.graph("draft").source, source.description, source.model.config.num_hidden_layers)
+    return draft_module(choice, source)[0]
 
 
 def _draft_logits(module, ids):
