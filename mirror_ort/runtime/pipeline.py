@@ -110,6 +110,12 @@ class Pipeline:
                 text = decoded
             self.last_stats = stats.as_dict()
 
+    def steps(self, prompt: str | list[int] | None = None, **kwargs):
+        """Yield (new token ids, live Stats) once per committed step, for callers that need the ids as
+        they come (a server's stop strings and token counts). Closing it stops the generation; the
+        Stats are final once it is closed or exhausted (``stats.as_dict()``)."""
+        yield from self._run(prompt, **kwargs)
+
     def _run(self, prompt, messages=None, chat=False, method="mirror", max_new_tokens=128, temperature=0.0,
              top_p=1.0, top_k=0, seed=0, gamma=DEFAULT_GAMMA, kappa=None, max_branches=DEFAULT_MAX_BRANCHES):
         if method not in METHODS:
