@@ -30,6 +30,8 @@ from .schema import ServedModel, parse_chat, parse_completion, parse_json
 log = logging.getLogger("mirror_ort.serve")
 PARSERS = {"chat": parse_chat, "completion": parse_completion}
 ENDPOINTS = "/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics"
+SHUTTING_DOWN = ApiError(503, "the server is shutting down and cancelled this request: retry on another replica or "
+                         "later", type="server_error", code="shutting_down")
 
 
 def create_app(pipeline, *, model_name: str, defaults: dict, api_key: str | None = None, queue_size: int = 16,
@@ -45,8 +47,8 @@ def create_app(pipeline, *, model_name: str, defaults: dict, api_key: str | None
     routes = [
         Route("/v1/chat/completions", service.chat, methods=["POST"]),
         Route("/v1/completions", service.completion, methods=["POST"]),
-        Route("/v1/models", service.models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", service.model, methods=["GET"]),
+        Route("/v1/models", service.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", service.retrieve_model, methods=["GET"]),
         Route("/health", service.health, methods=["GET"]),
         Route("/metrics", service.metrics_text, methods=["GET"]),
     ]
@@ -83,10 +85,10 @@ class _Service:
     async def completion(self, request: Request) -> Response:
         return await self._generate(request, "completion")
 
-    async def models(self, request: Request) -> Response:
+    async def list_models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [self._model_card()]})
 
-    async def model(self, request: Request) -> Response:
+    async def retrieve_model(self, request: Request) -> Response:
         model_id = request.path_params["model_id"]
         if model_id != self.model.name:
             raise ApiError(404, f"the model {model_id!r} does not exist here: this server serves {self.model.name!r}",
@@ -137,6 +139,9 @@ class _Service:
         except _Ended as e:
             outcome = e.outcome
             return _client_gone() if e.outcome == "cancelled" else _api_error(None, self.timeout_error())
+        except asyncio.CancelledError:  # shutdown's grace period is over
+            outcome = "cancelled"
+            return _api_error(None, SHUTTING_DOWN)
         finally:
             gone.cancel()
             if not streaming:
@@ -171,8 +176,22 @@ class _EventStream(StreamingResponse):
         self.outcome = "cancelled"  # until the stream reaches its end
 
     async def __call__(self, scope, receive, send):
+        started = False
+
+        async def send_and_note(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_and_note)
+        except asyncio.CancelledError:  # shutdown's grace period is over: end the stream with an error
+            self.outcome = "cancelled"
+            if not started:
+                await _api_error(None, SHUTTING_DOWN)(scope, receive, send)
+            else:
+                ending = sse(SHUTTING_DOWN.body()) + sse("[DONE]")
+                await send({"type": "http.response.body", "body": ending.encode(), "more_body": False})
         finally:
             self.generation.cancel()
             self.service.metrics.request(self.reply.kind, self.outcome, time.perf_counter() - self.start)

@@ -1,8 +1,8 @@
 """Response bodies in OpenAI's format: completions, stream chunks, usage, and the ``mirror_ort`` field.
 
 ``mirror_ort`` carries what OpenAI's schema has no place for: the decoding method, tokens per
-target call (``mean_accepted``), Mirror-SD's reuse (``reuse_rate``), the providers, the speed, and
-how long the request waited for the pipeline.
+target call (``mean_accepted``), Mirror-SD's reuse (``reuse_rate``), the providers, the speed, how
+long the request waited for the pipeline and how long it generated.
 """
 
 import json
@@ -65,7 +65,8 @@ class Reply:
 
 def extension(finished) -> dict:
     stats = finished.stats
-    return {**{k: stats.get(k) for k in EXTENSION_KEYS}, "queue_seconds": round(finished.queue_seconds, 6)}
+    return {**{k: stats.get(k) for k in EXTENSION_KEYS}, "queue_seconds": round(finished.queue_seconds, 6),
+            "generation_seconds": round(stats.get("seconds", {}).get("total", 0.0), 6)}
 
 
 def sse(data) -> str:
