@@ -24,7 +24,7 @@ from starlette.routing import Route
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .responses import Reply, sse
-from .scheduler import Failed, Finished, Piece, Scheduler
+from .scheduler import Failed, Piece, Scheduler
 from .schema import ServedModel, parse_chat, parse_completion, parse_json
 
 log = logging.getLogger("mirror_ort.serve")
@@ -128,14 +128,8 @@ class _Service:
                 streaming = True
                 gone.cancel()  # from here on the streaming response watches the client
                 return _EventStream(self, reply, generation, event, deadline, start)
-            pieces = []
-            while not isinstance(event, Finished):  # one event per pipeline step, then Finished or Failed
-                if isinstance(event, Failed):
-                    raise event.error
-                pieces.append(event.text)
-                event = await self.next_event(generation, deadline, gone)
-            outcome = "completed"
-            return JSONResponse(reply.completion("".join(pieces), event))
+            outcome = "completed"  # a request that does not stream gets Finished or Failed only
+            return JSONResponse(reply.completion(event.text, event))
         except _Ended as e:
             outcome = e.outcome
             return _client_gone() if e.outcome == "cancelled" else _api_error(None, self.timeout_error())
@@ -176,20 +170,20 @@ class _EventStream(StreamingResponse):
         self.outcome = "cancelled"  # until the stream reaches its end
 
     async def __call__(self, scope, receive, send):
-        started = False
+        sent = {"start": False, "end": False}
 
         async def send_and_note(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            sent["start"] = sent["start"] or message["type"] == "http.response.start"
+            sent["end"] = sent["end"] or (message["type"] == "http.response.body" and not message.get("more_body"))
             await send(message)
 
         try:
             await super().__call__(scope, receive, send_and_note)
         except asyncio.CancelledError:  # shutdown's grace period is over: end the stream with an error
             self.outcome = "cancelled"
-            if not started:
+            if not sent["start"]:
                 await _api_error(None, SHUTTING_DOWN)(scope, receive, send)
-            else:
+            elif not sent["end"]:
                 ending = sse(SHUTTING_DOWN.body()) + sse("[DONE]")
                 await send({"type": "http.response.body", "body": ending.encode(), "more_body": False})
         finally:

@@ -1,7 +1,7 @@
 """One generation at a time on the loaded pipeline; other requests wait in a bounded queue.
 
-The pipeline is not async: it runs on one worker thread, which hands each step's text to the
-request's ``Generation`` on the event loop. A cancelled generation (client gone, timeout,
+The pipeline is not async: it runs on one worker thread, which hands each step's text (when the
+request streams) and then the outcome to the request's ``Generation`` on the event loop. A cancelled generation (client gone, timeout,
 shutdown) stops at its next step: closing ``Pipeline.steps`` ends it within one step.
 """
 
@@ -30,6 +30,7 @@ class Piece:
 
 @dataclass
 class Finished:
+    text: str  # the whole answer (a stream has had it piece by piece)
     finish_reason: str
     completion_tokens: int
     stats: dict
@@ -130,7 +131,7 @@ class Scheduler:
             with closing(pipe.steps(request.tokens, **request.decoding)) as steps:
                 for new, stats in steps:
                     piece = text.feed(new)
-                    if piece:
+                    if piece and request.stream:  # a whole answer waits for Finished: no wake-up per step
                         generation.emit(Piece(piece))
                     if text.stopped or generation.cancelled:
                         break
@@ -146,7 +147,7 @@ class Scheduler:
             if stats is not None:
                 self.metrics.generation(stats.as_dict())
         piece = text.finish()
-        if piece:
+        if piece and request.stream:
             generation.emit(Piece(piece))
-        generation.emit(Finished(text.finish_reason, text.completion_tokens, stats.as_dict() if stats else {},
-                                 queue_seconds))
+        generation.emit(Finished(text.text, text.finish_reason, text.completion_tokens,
+                                 stats.as_dict() if stats else {}, queue_seconds))
