@@ -526,3 +526,21 @@ def test_sample_load_test_finds_nothing_lost(server):
                             capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 errors, 0 lost or wrong" in result.stdout and "latency p50" in result.stdout
+
+
+def test_text_stream_holds_back_a_partial_stop(pipe):
+    """Token by token: a stop string split across two tokens is held back, never sent in part."""
+    from mirror_ort.serve.text import TextStream
+
+    ids = pipe.encode("The capital of France is Paris, and the capital of Italy is Rome.")
+    text = pipe.tokenizer.decode(ids)
+    ends = [len(pipe.tokenizer.decode(ids[:n])) for n in range(1, len(ids) + 1)]
+    # the last character of token k and the first of token k + 1, found nowhere earlier in the text
+    k = next(k for k in range(len(ids) // 2, len(ids) - 1) if text.index(text[ends[k] - 1:ends[k] + 1]) == ends[k] - 1)
+    stop = text[ends[k] - 1:ends[k] + 1]
+    stream = TextStream(pipe.tokenizer, pipe.bundle.eos_token_ids, ["never in this text", stop])
+    sent = "".join(stream.feed([i]) for i in ids[:k + 1])
+    assert sent == text[:ends[k] - 1] and not stream.stopped  # the stop's first character waits
+    sent += stream.feed([ids[k + 1]]) + stream.finish()
+    assert stream.stopped and stream.finish_reason == "stop" and sent == text[:ends[k] - 1]
+    assert stream.completion_tokens == k + 2

@@ -1,6 +1,6 @@
 """The ASGI app: OpenAI's chat and text completions, models, health and metrics over one pipeline.
 
-    app = create_app(Pipeline.from_bundle("bundle/"), model_name="smollm2", defaults={...})
+    app = create_app(Pipeline.from_bundle("bundle/"), model_name="smollm2")
 
 A request is parsed and checked on the event loop, admitted to the scheduler's bounded queue,
 and answered from the events its generation sends: one JSON body, or server-sent events that
@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..runtime.pipeline import DEFAULT_GAMMA, DEFAULT_MAX_BRANCHES
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .responses import Reply, sse
@@ -29,15 +30,17 @@ from .schema import ServedModel, parse_chat, parse_completion, parse_json
 
 log = logging.getLogger("mirror_ort.serve")
 PARSERS = {"chat": parse_chat, "completion": parse_completion}
+DEFAULTS = {"method": "mirror", "max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0,
+            "gamma": DEFAULT_GAMMA, "kappa": None, "max_branches": DEFAULT_MAX_BRANCHES}  # as `mirror-ort run`'s
 ENDPOINTS = "/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics"
 SHUTTING_DOWN = ApiError(503, "the server is shutting down and cancelled this request: retry on another replica or "
                          "later", type="server_error", code="shutting_down")
 
 
-def create_app(pipeline, *, model_name: str, defaults: dict, api_key: str | None = None, queue_size: int = 16,
-               request_timeout: float = 300.0) -> Starlette:
-    """``defaults``: the decoding options of requests that leave them out (``cli._generation``'s keys)."""
-    service = _Service(pipeline, model_name, defaults, queue_size, request_timeout)
+def create_app(pipeline, *, model_name: str, defaults: dict | None = None, api_key: str | None = None,
+               queue_size: int = 16, request_timeout: float = 300.0) -> Starlette:
+    """``defaults`` overrides DEFAULTS: the decoding options of requests that leave them out."""
+    service = _Service(pipeline, model_name, {**DEFAULTS, **(defaults or {})}, queue_size, request_timeout)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -6,8 +6,6 @@ Generations report from the pipeline's thread, requests from the event loop: one
 import threading
 from collections import Counter
 
-OUTCOMES = ("completed", "cancelled", "timeout", "rejected", "error")
-
 
 class Metrics:
     def __init__(self):
