@@ -218,6 +218,7 @@ def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, 
     pipe.generate("Hello", **{**_generation(kw), "max_new_tokens": 1})  # checks the defaults; warms the sessions
     app = create_app(pipe, model_name=name, defaults=_generation(kw), api_key=api_key,
                      queue_size=queue_size, request_timeout=request_timeout)
+    del pipe  # the app's shutdown frees the sessions
     run_server(app, host, port, shutdown_timeout, describe=repr(name), secured=bool(api_key))
 
 

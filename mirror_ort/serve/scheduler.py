@@ -102,11 +102,13 @@ class Scheduler:
         return generation
 
     async def close(self) -> None:
-        """Cancel what is queued or running and wait for the worker: the sessions are free after this."""
+        """Cancel what is queued or running, wait for the worker, and let go of the pipeline (its sessions
+        are freed unless someone else holds it)."""
         self._closing = True
         for generation in list(self._admitted):
             generation.cancel()
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self.pipeline = None
 
     def _finished(self, generation: Generation, future) -> None:
         if future.cancelled():  # never started: the executor was shut down
