@@ -1,22 +1,47 @@
 """``mirror-ort``: export · run · validate · bench · providers · distill."""
 
 import json
+import logging
 import sys
 
 import click
 
 from .errors import MirrorError
 from .export.quantize import DRAFT_PRECISIONS, PRECISIONS
+from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
+
+DEFAULTS = GenerationConfig()
+
+
+class _Gamma(click.ParamType):
+    """A window length, or auto."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
+
+
+GAMMA = _Gamma()
 
 
 class _Group(click.Group):
-    """Turns MirrorError into one line on stderr and exit code 2, Ctrl-C into exit code 130."""
+    """Turns MirrorError and bad flags into one line on stderr and exit code 2, Ctrl-C into exit code 130."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MirrorError as e:
             click.echo(f"mirror-ort: error: {e}", err=True)
+            sys.exit(2)
+        except click.UsageError as e:  # a flag click itself refused: the same one line
+            where = f"mirror-ort {e.ctx.info_name}" if e.ctx and e.ctx.parent else "mirror-ort"
+            click.echo(f"mirror-ort: error: {e.format_message()} (see `{where} --help`)", err=True)
             sys.exit(2)
         except KeyboardInterrupt:  # generation stops within one step; sessions go with the process
             click.echo("\nmirror-ort: interrupted", err=True)
@@ -27,6 +52,12 @@ class _Group(click.Group):
 @click.version_option(package_name="mirror-ort")
 def main():
     """Mirror Speculative Decoding on ONNX Runtime."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mirror-ort: %(message)s"))
+    library_log = logging.getLogger("mirror_ort")
+    if not library_log.handlers:  # what the library reports (a failed draft, ...) goes to stderr
+        library_log.addHandler(handler)
+        library_log.setLevel(logging.INFO)
 
 
 def _thresholds(max_logit_diff, argmax_agreement, topk_agreement):
@@ -99,17 +130,19 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_with(_threshold_options)
 def validate(bundle, model, no_parity, as_json, **thresholds):
-    """Check a bundle: ONNX checker, loads in ONNX Runtime, manifest matches, a token scores alike alone
-    and in a window, parity with PyTorch."""
+    """Check a bundle: every file's sha256, ONNX checker, loads in ONNX Runtime, manifest matches, a token
+    scores alike alone and in a window, parity with PyTorch. The report goes to BUNDLE/validation.json."""
     from .bundle import Bundle
     from .export.validate import validate_bundle
 
-    b = Bundle.load(bundle)
+    b = Bundle.load(bundle, verify=False)  # the report checks every hash, file by file
     source = None
     if not no_parity:
         from .export.sources import load_source
 
-        source = load_source(model or b.manifest["provenance"]["source"])
+        if not (model or b.source):
+            raise MirrorError(f"{bundle} records no source model: pass --model or --no-parity")
+        source = load_source(model or b.source)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     report = validate_bundle(b, source, thresholds=_thresholds(**thresholds), log=log)
     if as_json:
@@ -118,17 +151,23 @@ def validate(bundle, model, no_parity, as_json, **thresholds):
 
 
 def _run_options(f):
+    """Decoding options default to the bundle's ``generation`` block (shown: mirror-ort's own defaults)."""
+    d = DEFAULTS
     options = [
-        click.option("--method", type=click.Choice(["mirror", "sd", "ar"]), default="mirror", show_default=True),
-        click.option("--max-new-tokens", type=int, default=128, show_default=True),
+        click.option("--method", type=click.Choice(METHODS), help=f"Decoding method [bundle default; {d.method}]."),
+        click.option("--max-new-tokens", type=int, help=f"[bundle default; {d.max_new_tokens}]"),
         click.option("--max-length", type=int, help="Cache capacity in tokens (default: model limit, at most 2048)."),
-        click.option("--gamma", type=int, default=6, show_default=True, help="Draft window length."),
+        click.option("--gamma", type=GAMMA, help=f"Draft window length, or auto: chosen each step from the device's "
+                     f"measured costs and the running acceptance [bundle default; {d.gamma}]."),
+        click.option("--draft", type=click.Choice(DRAFT_SOURCES),
+                     help="What proposes windows: the bundle's draft model, prompt lookup (n-gram matches in the "
+                          f"prompt and text so far), or both; auto: both, or lookup without a draft [{d.draft}]."),
         click.option("--kappa", type=int, help="Early-exit candidates used per position (default: the bundle's)."),
-        click.option("--max-branches", type=int, default=8, show_default=True, help="Cap on draft-tree branches."),
-        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
-        click.option("--top-p", type=float, default=1.0, show_default=True),
-        click.option("--top-k", type=int, default=0, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--max-branches", type=int, help=f"Cap on draft-tree branches [bundle default; {d.max_branches}]."),
+        click.option("--temperature", type=float, help=f"0 = greedy [bundle default; {d.temperature}]."),
+        click.option("--top-p", type=float, help=f"[bundle default; {d.top_p}]"),
+        click.option("--top-k", type=int, help=f"0 = off [bundle default; {d.top_k}]"),
+        click.option("--seed", type=int, help=f"[default: {d.seed}]"),
         click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device]."),
         click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device]."),
         click.option("--target-ep-option", multiple=True, help="Target provider option key=value (repeatable)."),
@@ -136,6 +175,8 @@ def _run_options(f):
         click.option("--target-threads", type=int, help="Intra-op threads of the target sessions."),
         click.option("--draft-threads", type=int, help="Intra-op threads of the draft session."),
         click.option("--allow-cpu-fallback", is_flag=True, help="Let ONNX Runtime run unsupported nodes on the CPU."),
+        click.option("--no-verify", is_flag=True,
+                     help="Skip the sha256 check of the bundle's files at load (for a bundle verified already)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -151,12 +192,12 @@ def _pipeline(bundle, kw, load_draft=True):
         target_ep=parse_provider(kw["target_ep"], kw["target_ep_option"]),
         draft_ep=parse_provider(kw["draft_ep"], kw["draft_ep_option"]),
         target_threads=kw["target_threads"], draft_threads=kw["draft_threads"], max_length=kw["max_length"],
-        allow_cpu_fallback=kw["allow_cpu_fallback"], load_draft=load_draft)
+        allow_cpu_fallback=kw["allow_cpu_fallback"], load_draft=load_draft, verify=not kw["no_verify"])
 
 
 def _generation(kw):
     return {k: kw[k] for k in ("method", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "gamma",
-                               "kappa", "max_branches")}
+                               "kappa", "max_branches", "draft")}
 
 
 @main.command()
@@ -170,6 +211,7 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
     """Generate text from a bundle with Mirror-SD (or sd / ar)."""
     if prompt is None:
         prompt = prompt_file.read() if prompt_file else (sys.stdin.read() if not sys.stdin.isatty() else "")
+    DEFAULTS.updated(**_generation(kw))  # refuse a bad flag before loading anything
     pipe = _pipeline(bundle, kw, load_draft=kw["method"] != "ar")
     if as_json:
         result = pipe.generate(prompt, chat=chat, **_generation(kw))
@@ -202,8 +244,8 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
 def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, shutdown_timeout, **kw):
     """Serve BUNDLE with OpenAI's API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
 
-    The decoding options are the defaults of requests that leave them out; a request may also set
-    method, gamma, kappa, max_branches and top_k in its body.
+    The decoding options are the defaults of requests that leave them out (else the bundle's); a
+    request may also set method, gamma, draft, kappa, max_branches and top_k in its body.
     """
     try:
         from .serve.app import create_app
@@ -213,6 +255,7 @@ def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, 
                           "pip install 'mirror-ort[serve]'") from None
     from pathlib import Path
 
+    DEFAULTS.updated(**_generation(kw))  # refuse a bad flag before loading anything
     name = model_name or Path(bundle).resolve().name
     pipe = _pipeline(bundle, kw)
     pipe.generate("Hello", **{**_generation(kw), "max_new_tokens": 1})  # checks the defaults; warms the sessions
@@ -220,6 +263,28 @@ def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, 
                      queue_size=queue_size, request_timeout=request_timeout)
     del pipe  # the app's shutdown frees the sessions
     run_server(app, host, port, shutdown_timeout, describe=repr(name), secured=bool(api_key))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device].")
+@click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device].")
+@click.option("--target-threads", type=int, help="Intra-op threads of the target sessions.")
+@click.option("--draft-threads", type=int, help="Intra-op threads of the draft session.")
+def profile(bundle, target_ep, draft_ep, target_threads, draft_threads):
+    """Measure what a step costs on these providers (the cost curve --gamma auto reads) and cache it."""
+    from .providers import parse_provider
+    from .runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(bundle, target_ep=parse_provider(target_ep), draft_ep=parse_provider(draft_ep),
+                                target_threads=target_threads, draft_threads=draft_threads)
+    curve = pipe.cost_curve(refresh=True)
+    click.echo(f"target ({curve.measured['target_ep']}), ms to score k new rows on a {curve.measured['cache_positions']}"
+               "-position cache:")
+    click.echo("  " + "  ".join(f"k={k}: {ms:.2f}" for k, ms in zip(curve.target_rows, curve.target_ms)))
+    if curve.draft_ms is not None:
+        click.echo(f"draft ({curve.measured['draft_ep']}): {curve.draft_ms:.2f} ms per serial call; tree level, ms by "
+                   "branches: " + "  ".join(f"{b}: {ms:.2f}" for b, ms in zip(curve.tree_branches, curve.tree_ms)))
 
 
 @main.command()

@@ -9,10 +9,11 @@ from click.testing import CliRunner
 from mirror_ort.bench import methods as bench_methods
 from mirror_ort.bench import requirements
 from mirror_ort.bench.dataset import load_prompts, read_questions
-from mirror_ort.bench.methods import PipelineRow, Settings, parse_methods
+from mirror_ort.bench.methods import PipelineRow, parse_methods
 from mirror_ort.bench.suite import BenchOptions, run_bench
 from mirror_ort.cli import main
 from mirror_ort.errors import MirrorError
+from mirror_ort.generation import GenerationConfig as Settings
 
 QUESTIONS = [
     {"question_id": 1, "category": "qa", "turns": ["The capital of France is", "And of Italy?"]},
@@ -269,7 +270,8 @@ def test_hf_peers_match_ar(bundle_layers, dataset):
     for name in ("hf", "hf-assisted"):
         assert report["methods"][name]["lossless_rate"] == 1.0, name
     assert report["methods"]["hf"]["mean_accepted"] == pytest.approx(1.0)
-    assert report["methods"]["hf-assisted"]["mean_accepted"] >= 1.0
+    # the draft's tokens are accepted: fewer target calls than plain decoding of the same tokens
+    assert report["methods"]["hf-assisted"]["mean_accepted"] > report["methods"]["hf"]["mean_accepted"]
     assert "layers:2" in " ".join(report["methods"]["hf-assisted"]["notes"])
 
 
@@ -283,7 +285,7 @@ def test_ort_genai_peers_match_ar(bundle_layers, dataset, tmp_path):
     assert not report["skipped"], report["skipped"]
     for name in ("ort-genai", "ort-genai-sd"):
         assert report["methods"][name]["lossless_rate"] == 1.0, name
-    assert report["methods"]["ort-genai-sd"]["mean_accepted"] >= 1.0
+    assert report["methods"]["ort-genai-sd"]["mean_accepted"] > report["methods"]["ort-genai"]["mean_accepted"]
     built = list((tmp_path / "genai").iterdir())
     assert len(built) == 1 and (built[0] / "genai_config.json").is_file()
     assert len(list((built[0] / "drafts").iterdir())) == 1

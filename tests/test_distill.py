@@ -1,23 +1,30 @@
 """Distillation on a tiny random target: training helps, checkpoints round-trip, export keeps parity."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import export
 from safetensors import safe_open
 
-from conftest import export
+from mirror_ort.chat import chat_encoder
 from mirror_ort.distill.cli import distill
-from mirror_ort.distill.data import DataOptions, generate_data
-from mirror_ort.distill.draft_dir import DraftShape, draft_from_target, load_draft, save_draft, trainable_state
+from mirror_ort.distill.data import DataEngine, DataOptions, target_identity
 from mirror_ort.distill.evaluate import Matches, replay, summarize
-from mirror_ort.distill.prompts import built_in_prompts
 from mirror_ort.distill.train import Trainer, TrainOptions, forward_losses, make_batch
 from mirror_ort.distill.vocab import draft_index, reduced_vocabulary
 from mirror_ort.errors import MirrorError
+from mirror_ort.export.draft_dir import (
+    DraftShape,
+    draft_from_target,
+    load_draft,
+    save_draft,
+    trainable_state,
+)
 from mirror_ort.export.sources import load_source
 from mirror_ort.runtime.masks import causal_mask
 
@@ -39,17 +46,37 @@ def source(target_dir):
     return load_source(str(target_dir))
 
 
+def engine(source, directory, seed=0, **options):
+    options = DataOptions(**{"samples_per_prompt": 1, "max_new_tokens": 16, "batch_size": 32, "self_written": 0,
+                             **options})
+    tokenizer = source.tokenizer
+    return DataEngine(directory, source.model, chat_encoder(tokenizer), tokenizer.decode, {tokenizer.eos_token_id},
+                      target_identity(source.model), options, seed=seed, log=lambda m: None)
+
+
 @pytest.fixture(scope="module")
-def data(source, tmp_path_factory):
-    prompts = built_in_prompts()[::6]
-    continuations = generate_data(source.model, source.tokenizer, prompts, tmp_path_factory.mktemp("data"),
-                                  DataOptions(samples_per_prompt=1, max_new_tokens=16), seed=0)
-    return continuations
+def dataset(source, tmp_path_factory):
+    return engine(source, tmp_path_factory.mktemp("data")).run(max_tokens=3000)
+
+
+@pytest.fixture(scope="module")
+def data(dataset):
+    return dataset.continuations
 
 
 @pytest.fixture(scope="module")
 def vocab_map(source, data):
     return reduced_vocabulary(data, DRAFT_VOCAB, source.model.config.vocab_size, [source.tokenizer.eos_token_id])
+
+
+def _assert_safetensors(path):
+    """The whole file is a safetensors header plus raw tensor bytes: nothing a loader would unpickle."""
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_length])
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    assert ends and 8 + header_length + max(ends) == len(data)
+    assert b"\x80\x04" not in data[:8 + header_length] and not data.startswith(b"PK")  # no pickle, no zip
 
 
 def fresh_draft(source, vocab_map, seed=0):
@@ -73,6 +100,89 @@ def test_data_holds_the_targets_greedy_continuations(source, data):
         c = greedy[0]
         logp = torch.log_softmax(source.model(c.tokens[None]).logits[0, c.prompt_length - 1:-1], -1)
     assert torch.allclose(logp.gather(1, c.topk_ids), c.topk_logprobs, atol=2e-2)
+
+
+def test_shards_round_trip_and_a_run_resumes_where_it_stopped(source, dataset, tmp_path):
+    """Shards reload to the same continuations; a second run with a larger budget keeps the
+    shards it finds and only adds more; the same budget again generates nothing."""
+    from mirror_ort.distill.data import load_shards
+
+    directory = tmp_path / "data"
+    first = engine(source, directory).run(max_tokens=1000)
+    shards = sorted(p.name for p in directory.glob("shard-*.safetensors"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in directory.glob("shard-*.safetensors")}
+    assert shards and first.tokens >= 1000
+    again = load_shards(directory)
+    assert [c.tokens.tolist() for c in again] == [c.tokens.tolist() for c in first.continuations]
+    assert all(torch.equal(a.topk_logprobs, b.topk_logprobs) for a, b in zip(again, first.continuations))
+    more = engine(source, directory).run(max_tokens=2500)
+    assert more.tokens >= 2500 and len(list(directory.glob("shard-*.safetensors"))) > len(shards)
+    assert all(p.stat().st_mtime_ns == stamps[p.name] for p in directory.glob("shard-*.safetensors") if p.name in stamps)
+    assert more.continuations[:len(first.continuations)] != [] and \
+        [c.tokens.tolist() for c in more.continuations[:len(first.continuations)]] == [c.tokens.tolist() for c in first.continuations]
+    # the same directory, a fresh engine, the same budget: nothing to do
+    before = {p.name: p.stat().st_mtime_ns for p in directory.glob("shard-*.safetensors")}
+    engine(source, directory).run(max_tokens=2500)
+    assert {p.name: p.stat().st_mtime_ns for p in directory.glob("shard-*.safetensors")} == before
+    # the engine's prompts: guard-clean and the same on every run (resume relies on it)
+    assert [p.text for p in engine(source, directory).prompts()] == [p.text for p in more.prompts]
+
+
+def test_a_benchmark_prompt_never_enters_the_data(source, tmp_path, monkeypatch):
+    """A prompt planted in the prompt set is dropped when the guard knows it: with a guard made
+    from a planted benchmark file, and with the packaged SpecBench guard and a real SpecBench turn."""
+    from mirror_ort import prompts as prompt_set
+    from mirror_ort.distill import data as data_module
+    from mirror_ort.distill.benchmark_guard import BenchmarkGuard, spec_bench_guard
+
+    planted = "Write a limerick about a kettle that refuses to boil before noon on rainy Tuesdays in spring."
+    real = None
+    spec_bench = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
+    if spec_bench.is_file():
+        real = json.loads(spec_bench.read_text().splitlines()[0])["turns"][0]
+        assert spec_bench_guard().contaminated(real)
+    built = prompt_set.built_in_prompts()
+    extra = [prompt_set.Prompt("writing", planted)] + ([prompt_set.Prompt("writing", real)] if real else [])
+    monkeypatch.setattr(data_module, "built_in_prompts", lambda: extra + built)
+    guard = BenchmarkGuard.from_texts([planted.upper() + "!"])  # the guard normalises case and punctuation
+    texts = {p.text for p in engine(source, tmp_path / "a").prompts()}
+    assert (real is None or real not in texts) and planted in texts  # the packaged guard does not know the planted one
+    eng = engine(source, tmp_path / "b")
+    eng.guard = guard
+    assert planted not in {p.text for p in eng.prompts()}
+
+
+def test_data_of_another_target_or_other_settings_is_refused(source, tmp_path, tokenizer):
+    from tiny_models import build_tiny_model
+
+    directory = tmp_path / "data"
+    engine(source, directory).run(max_tokens=200)
+    other = load_source(str(build_tiny_model(tmp_path / "other", layers=2, seed=3, tokenizer=tokenizer)))
+    with pytest.raises(MirrorError, match="holds data of another target .num_layers: 4, this target: 2"):
+        engine(other, directory).run(max_tokens=200)
+    with pytest.raises(MirrorError, match="made with max_new_tokens=16, this run asks for 8"):
+        engine(source, directory, max_new_tokens=8).run(max_tokens=200)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(MirrorError, match="is not empty and holds no data.json"):
+        engine(source, tmp_path / "busy").run(max_tokens=200)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_a_corrupt_shard_is_named_and_made_again(source, tmp_path):
+    directory = tmp_path / "data"
+    first = engine(source, directory).run(max_tokens=600)
+    shards = sorted(directory.glob("shard-*.safetensors"))
+    assert len(shards) >= 2
+    keep = shards[0].read_bytes()
+    shards[1].write_bytes(shards[1].read_bytes()[:100])  # truncated
+    logged = []
+    eng = engine(source, directory)
+    eng.log = logged.append
+    again = eng.run(max_tokens=600)
+    assert any(shards[1].name in line and "corrupt" in line for line in logged), logged
+    assert shards[0].read_bytes() == keep  # nothing else lost
+    assert [c.tokens.tolist() for c in again.continuations] == [c.tokens.tolist() for c in first.continuations]
 
 
 def test_reduced_vocabulary_keeps_the_frequent_ids(data):
@@ -117,7 +227,7 @@ def test_checkpoint_resumes_exactly(source, data, vocab_map, tmp_path):
     for _ in range(3):
         first.train_step()
     first.save_checkpoint()
-    assert (tmp_path / "b" / "checkpoint.safetensors").read_bytes()[:8]  # safetensors: a header length, no pickle
+    _assert_safetensors(tmp_path / "b" / "checkpoint.safetensors")
     resumed = trainer_for(fresh_draft(source, vocab_map, seed=5), data, vocab_map, tmp_path / "b", max_steps=6)
     assert resumed.load_checkpoint() and resumed.step == 3
     for _ in range(3):
@@ -149,10 +259,10 @@ def test_exported_draft_matches_pytorch(source, vocab_map, tmp_path, target_dir)
             p.add_(torch.randn_like(p) * 0.1)
     save_draft(draft, tmp_path / "draft", source.model, source.tokenizer, torch.float32)
     bundle = export(target_dir, tmp_path / "bundle", draft=str(tmp_path / "draft"))
-    facts = bundle.manifest["graphs"]["draft"]
-    assert facts["streams"] == 2 and json.loads((bundle.path / facts["vocab_map"]).read_text()) == vocab_map
-    assert {c["graph"] for c in bundle.manifest["validation"]["checks"] if c["passed"]} >= {"draft"}
-    shapes = {o["name"]: o["shape"] for o in facts["outputs"]}
+    facts = bundle.graph("draft")
+    assert facts.streams == 2 and json.loads((bundle.path / facts.vocab_map).read_text()) == vocab_map
+    assert {c["graph"] for c in bundle.validation["checks"] if c["passed"]} >= {"draft"}
+    shapes = {o.name: o.shape for o in facts.outputs}
     assert shapes["stream_logits"][2:] == [2, DRAFT_VOCAB] and shapes["stream_ids"][2:] == [2]
 
     ids = torch.tensor([[5, 17, 40, 2, 99, 3, 61]])
@@ -161,7 +271,7 @@ def test_exported_draft_matches_pytorch(source, vocab_map, tmp_path, target_dir)
     past = [torch.zeros(1, past_len, span.num_kv_heads, span.head_dim) for _ in range(2 * len(span.layers))]
     with torch.no_grad():
         ref = draft.eval()(ids, torch.arange(n)[None], torch.from_numpy(causal_mask(0, n)), torch.arange(n), *past)
-    session = ort.InferenceSession(str(bundle.path / facts["file"]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(facts.path), providers=["CPUExecutionProvider"])
     feeds = {"input_ids": ids.numpy(), "position_ids": np.arange(n)[None], "attention_mask": causal_mask(0, n),
              "head_rows": np.arange(n)}
     feeds.update({f"past.0.{kind}": np.zeros((1, 0, span.num_kv_heads, span.head_dim), np.float32) for kind in ("key", "value")})
@@ -189,8 +299,8 @@ def test_replay_counts_committed_tokens_and_accepted_per_call():
 def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
     out = tmp_path / "draft"
     args = [str(target_dir), "-o", str(out), "--layers", "1", "--streams", "1", "--draft-vocab", "256",
-            "--samples-per-prompt", "0", "--max-new-tokens", "6", "--batch-size", "32", "--max-steps", "4",
-            "--threads", "1", "--fp32"]
+            "--samples-per-prompt", "0", "--max-new-tokens", "6", "--data-tokens", "600", "--self-written", "0",
+            "--batch-size", "32", "--max-steps", "4", "--threads", "1", "--fp32"]
     result = CliRunner().invoke(distill, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "distill.json").read_text())
@@ -199,7 +309,7 @@ def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
     result = CliRunner().invoke(distill, args[:-5] + ["--max-steps", "6", "--resume", "--threads", "1", "--fp32"])
     assert result.exit_code == 0, result.output
     assert "resuming at step 4" in result.output and json.loads((out / "distill.json").read_text())["steps"] == 6
-    assert export(target_dir, tmp_path / "bundle", draft=str(out), validate=False).manifest["graphs"]["draft"]["streams"] == 1
+    assert export(target_dir, tmp_path / "bundle", draft=str(out), validate=False).graph("draft").streams == 1
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -232,6 +342,8 @@ def test_cli_rejects_unloadable_target_and_busy_output(tmp_path, target_dir):
     (busy / "notes.txt").write_text("mine")
     result = CliRunner().invoke(distill, [str(target_dir), "-o", str(busy)])
     assert isinstance(result.exception, MirrorError) and "in use" in str(result.exception)
+    result = CliRunner().invoke(distill, [str(target_dir), "-o", str(busy), "--force"])
+    assert isinstance(result.exception, MirrorError) and "is not a distilled draft" in str(result.exception)
     result = CliRunner().invoke(distill, [str(target_dir), "-o", str(busy), "--resume"])
     assert isinstance(result.exception, MirrorError) and "nothing to resume" in str(result.exception)
     assert (busy / "notes.txt").read_text() == "mine"

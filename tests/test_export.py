@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import export
 from tiny_models import build_tiny_model, tiny_tokenizer
+
 from mirror_ort.bundle import Bundle
 from mirror_ort.cli import main
 from mirror_ort.errors import MirrorError
@@ -22,20 +22,20 @@ from mirror_ort.runtime.session import GraphSession
 def test_export_validates_each_family(tmp_path, tokenizer, arch):
     model = build_tiny_model(tmp_path / "m", arch, layers=3, seed=1, tokenizer=tokenizer)
     bundle = export(model, tmp_path / "bundle", draft="layers:1")
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     assert report["passed"], report
     checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
     assert checks[("max_logit_diff", "prefix+suffix")]["value"] < 1e-3
     assert checks[("argmax_agreement", "prefix+suffix")]["value"] == 1.0
     assert checks[("topk_agreement", "prefix")]["value"] == 1.0
     m = bundle.manifest
-    assert m["model"]["architecture"] == arch and m["early_exit"] == {**m["early_exit"], "layer": 1, "kappa": 8}
+    assert m.model.architecture == arch and (m.early_exit.layer, m.early_exit.kappa) == (1, 8)
     prefix = bundle.graph("prefix")
     assert prefix.output_names[:3] == ["hidden", "exit_ids", "exit_logprobs"]
     assert "logits" not in prefix.output_names  # the full early-exit logits never leave the graph
-    assert {o["name"]: o["shape"] for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
+    assert {o.name: o.shape for o in prefix.outputs}["exit_ids"] == ["batch", "rows", 8]
     assert bundle.graph("suffix").layers == (1, 3) and bundle.graph("suffix").input_names[0] == "hidden"
-    assert m["tokenizer"]["eos_token_ids"] == [2] and m["tokenizer"]["chat_template"]
+    assert m.tokenizer.eos_token_ids == [2] and m.tokenizer.chat_template
 
 
 def test_prefix_suffix_windows_match_pytorch(bundle_layers, target_dir):
@@ -97,7 +97,7 @@ def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
     overlap mass): certain when kappa is the whole vocabulary, rare for top-1 at layer 1 of 4."""
     def overlap(kappa):
         bundle = export(target_dir, tmp_path / f"k{kappa}", draft="none", exit_layer=1, kappa=kappa)
-        return next(c["value"] for c in bundle.manifest["validation"]["checks"] if c["name"] == "exit_overlap")
+        return next(c["value"] for c in bundle.validation["checks"] if c["name"] == "exit_overlap")
 
     assert overlap(384) == 1.0
     assert overlap(1) < 0.5
@@ -105,7 +105,7 @@ def test_validation_reports_the_exit_overlap(tmp_path, target_dir):
 
 def test_validation_checks_that_windows_score_exactly(bundle_layers):
     """A validated bundle records that a token scored alone and in a window get the same logits."""
-    check = next(c for c in Bundle.load(bundle_layers).manifest["validation"]["checks"] if c["name"] == "exact_windows")
+    check = next(c for c in Bundle.load(bundle_layers).validation["checks"] if c["name"] == "exact_windows")
     assert check["passed"] and check["value"] == 0.0 and check["positions"] == 24
 
 
@@ -138,7 +138,7 @@ def test_validate_fails_on_a_corrupted_graph(tmp_path, bundle_layers):
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert not report["passed"]
-    assert any(c["name"] == "sha256" and not c["passed"] for c in report["checks"])
+    assert [c["graph"] for c in report["checks"] if c["name"] == "sha256" and not c["passed"]] == ["suffix"]
 
 
 # -- bad input: one line, non-zero exit, nothing half-written --------------------------------
@@ -198,7 +198,7 @@ def test_nonempty_output_needs_force(tmp_path, target_dir):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    assert "exists and is not empty" in _cli_error("export", str(target_dir), "-o", str(out))
+    assert "is in use (not empty)" in _cli_error("export", str(target_dir), "-o", str(out))
     assert (out / "keep.txt").read_text() == "user data"
 
 
@@ -238,9 +238,9 @@ def test_embedded_default_exports_end_to_end(tmp_path):
     from mirror_ort.runtime.pipeline import Pipeline
 
     bundle = export(None, tmp_path / "smollm2")
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     assert report["passed"], report
-    assert bundle.manifest["model"]["num_layers"] == 30 and bundle.manifest["tokenizer"]["eos_token_ids"] == [2]
+    assert bundle.manifest.model.num_layers == 30 and bundle.manifest.tokenizer.eos_token_ids == [2]
     pipe = Pipeline.from_bundle(bundle.path)
     ar = pipe.generate("What is the capital of France?", chat=True, method="ar", max_new_tokens=24)
     assert "Paris" in ar.text
@@ -255,10 +255,10 @@ def test_quantized_export_validates_and_stays_lossless_between_methods(tmp_path,
 
     bundle = export(target_dir, tmp_path / precision, draft="layers:2", precision=precision,
                     thresholds={"argmax_agreement": 0.0, "topk_agreement": 0.0, "perplexity_ratio": 100.0})
-    report = bundle.manifest["validation"]
+    report = bundle.validation
     checks = {(c["name"], c.get("graph")): c for c in report["checks"]}
     assert report["passed"] and {"value", "torch_fp32", "ratio"} <= set(checks[("perplexity", "prefix+suffix")])
-    assert all(g["precision"] == precision for g in bundle.manifest["graphs"].values())
+    assert all(g.precision == precision for g in bundle.manifest.graphs.values())
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(bundle.graph("suffix").path)).graph.node}

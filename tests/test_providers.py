@@ -12,8 +12,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mirror_ort.errors import MirrorError
 from mirror_ort.providers import (
-    PROVIDERS, ProviderChoice, build_session_options, create_session, describe_providers, fallback_nodes,
-    format_providers, graph_is_static, parse_provider, provider_options, require_static,
+    PROVIDERS,
+    ProviderChoice,
+    build_session_options,
+    create_session,
+    describe_providers,
+    fallback_nodes,
+    format_providers,
+    graph_is_static,
+    parse_provider,
+    provider_options,
+    require_static,
 )
 from mirror_ort.providers.plugins import ep_devices, is_installed, load_plugin
 from mirror_ort.providers.spec import ProviderSpec

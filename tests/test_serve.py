@@ -132,10 +132,10 @@ def test_chat_equals_pipeline_generate(server, pipe, stream, method):
     assert usage.completion_tokens == len(want.token_ids) == want.stats["new_tokens"]
     assert usage.prompt_tokens == len(pipe.encode(messages=messages))
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert finish == ("stop" if want.token_ids[-1] in pipe.bundle.eos_token_ids else "length")
+    assert finish == ("stop" if want.token_ids[-1] in pipe.tokenizer.eos_token_ids else "length")
     assert extension["method"] == method and extension["target_ep"] == "CPUExecutionProvider"
     assert extension["draft_ep"] == ("CPUExecutionProvider" if method != "ar" else None)
-    assert extension["mean_accepted"] == pytest.approx(want.stats["mean_accepted"])
+    assert extension["mean_accepted"] >= 1.0 and (method != "ar" or extension["mean_accepted"] == 1.0)
     assert 0.0 <= extension["reuse_rate"] <= 1.0
 
 
@@ -222,15 +222,18 @@ BAD_REQUESTS = [
      "invalid_type", "must be a string"),
     ("/v1/chat/completions", {"messages": chat("hi"), "max_tokens": "ten"}, 400, "max_tokens", "invalid_type",
      "must be an integer"),
-    ("/v1/chat/completions", {"messages": chat("hi"), "max_tokens": -1}, 400, "max_tokens", "invalid_value", ">= 0"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "max_tokens": -1}, 400, "max_tokens", "invalid_value",
+     "must be at least 1"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "max_tokens": 0}, 400, "max_tokens", "invalid_value",
+     "must be at least 1"),
     ("/v1/chat/completions", {"messages": chat("hi"), "max_completion_tokens": 2.5}, 400, "max_completion_tokens",
      "invalid_type", "must be an integer"),
     ("/v1/chat/completions", {"messages": chat("hi"), "temperature": "hot"}, 400, "temperature", "invalid_type",
      "must be a number"),
     ("/v1/chat/completions", {"messages": chat("hi"), "temperature": -0.5}, 400, "temperature", "invalid_value",
-     ">= 0"),
+     "0 (greedy) or more"),
     ("/v1/chat/completions", {"messages": chat("hi"), "top_p": 0}, 400, "top_p", "invalid_value", "(0, 1]"),
-    ("/v1/chat/completions", {"messages": chat("hi"), "seed": -3}, 400, "seed", "invalid_value", ">= 0"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "seed": -3}, 400, "seed", "invalid_value", "0 or more"),
     ("/v1/chat/completions", {"messages": chat("hi"), "stream": "yes"}, 400, "stream", "invalid_type",
      "true or false"),
     ("/v1/chat/completions", {"messages": chat("hi"), "stop": 5}, 400, "stop", "invalid_type", "'stop' must be"),
@@ -241,8 +244,13 @@ BAD_REQUESTS = [
     ("/v1/chat/completions", {"messages": chat("hi"), "logprobs": True}, 400, "logprobs", "unsupported_parameter",
      "not supported"),
     ("/v1/chat/completions", {"messages": chat("hi"), "method": "beam"}, 400, "method", "invalid_value",
-     "one of mirror, sd, ar"),
-    ("/v1/chat/completions", {"messages": chat("hi"), "gamma": 0}, 400, "gamma", "invalid_value", ">= 1"),
+     "choose from mirror, sd, ar"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "method": 3}, 400, "method", "invalid_type", "a string"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "gamma": 0}, 400, "gamma", "invalid_value", "auto or at least 1"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "gamma": 2.5}, 400, "gamma", "invalid_type", 'or "auto"'),
+    ("/v1/chat/completions", {"messages": chat("hi"), "draft": "magic"}, 400, "draft", "invalid_value",
+     "choose from auto"),
+    ("/v1/chat/completions", {"messages": chat("hi"), "kappa": 99}, 400, None, None, "the bundle's exported kappa"),
     ("/v1/chat/completions", {"messages": chat("hi"), "gamma": 2000}, 400, None, None, "--gamma 2000"),  # pipeline's
     ("/v1/chat/completions", {"messages": chat("word " * 600)}, 400, "messages", "context_length_exceeded",
      "the capacity is"),
@@ -538,7 +546,7 @@ def test_text_stream_holds_back_a_partial_stop(pipe):
     # the last character of token k and the first of token k + 1, found nowhere earlier in the text
     k = next(k for k in range(len(ids) // 2, len(ids) - 1) if text.index(text[ends[k] - 1:ends[k] + 1]) == ends[k] - 1)
     stop = text[ends[k] - 1:ends[k] + 1]
-    stream = TextStream(pipe.tokenizer, pipe.bundle.eos_token_ids, ["never in this text", stop])
+    stream = TextStream(pipe.tokenizer, pipe.tokenizer.eos_token_ids, ["never in this text", stop])
     sent = "".join(stream.feed([i]) for i in ids[:k + 1])
     assert sent == text[:ends[k] - 1] and not stream.stopped  # the stop's first character waits
     sent += stream.feed([ids[k + 1]]) + stream.finish()

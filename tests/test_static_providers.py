@@ -14,17 +14,23 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import export
+from tiny_models import build_tiny_model
+
 from mirror_ort.bundle import Bundle
 from mirror_ort.cli import main
 from mirror_ort.errors import MirrorError
 from mirror_ort.export.static import static_sizes
-from mirror_ort.providers import PROVIDERS, ProviderChoice, create_session, graph_is_static, parse_provider
+from mirror_ort.providers import (
+    PROVIDERS,
+    ProviderChoice,
+    create_session,
+    graph_is_static,
+    parse_provider,
+)
 from mirror_ort.runtime.masks import MASKED, causal_mask, positions
 from mirror_ort.runtime.pipeline import Pipeline
 from mirror_ort.runtime.session import GraphSession, _provider
-from tiny_models import build_tiny_model
 
 HAS_QNN = importlib.util.find_spec("onnxruntime_qnn") is not None
 HAS_OPENVINO = importlib.util.find_spec("onnxruntime_ep_openvino") is not None
@@ -82,11 +88,11 @@ def test_static_draft_in_manifest_and_graph(static_bundle):
     assert draft.static == {"batch": 1, "seq": W, "capacity": C}
     assert bundle.graph("prefix").static is None and bundle.graph("suffix").static is None
     assert graph_is_static(draft.path) and not graph_is_static(bundle.graph("prefix").path)
-    shapes = {v["name"]: v["shape"] for v in draft.inputs + draft.outputs}
+    shapes = {v.name: v.shape for v in draft.inputs + draft.outputs}
     assert shapes["input_ids"] == [1, W] and shapes["attention_mask"] == [1, 1, W, C + W]
     assert shapes["head_rows"] == [W] and shapes["past.0.key"] == [1, C, 2, 8]
     assert shapes["present.1.value"] == [1, W, 2, 8] and shapes["logits"] == [1, W, 384]
-    checks = {(c["name"], c.get("graph")): c for c in bundle.manifest["validation"]["checks"]}
+    checks = {(c["name"], c.get("graph")): c for c in bundle.validation["checks"]}
     assert checks[("max_logit_diff", "draft")]["passed"] and checks[("argmax_agreement", "draft")]["value"] == 1.0
 
 
@@ -109,9 +115,9 @@ def test_qdq_draft_is_integer_but_for_the_mask_and_softmax(qdq_bundle):
     import onnx
 
     bundle = Bundle.load(qdq_bundle)
-    entry = bundle.manifest["graphs"]["draft"]
-    assert entry["precision"] == "qdq" and bundle.manifest["graphs"]["prefix"]["precision"] == "fp32"
-    quantization = entry["quantization"]
+    entry = bundle.graph("draft")
+    assert entry.precision == "qdq" and bundle.graph("prefix").precision == "fp32"
+    quantization = entry.quantization
     assert quantization["activations"] == "uint16" and quantization["weights"] == "uint8"
     assert quantization["calibration"]["windows"] > quantization["calibration"]["sequences"] > 0
     graph = onnx.load(str(bundle.graph("draft").path)).graph
@@ -122,7 +128,7 @@ def test_qdq_draft_is_integer_but_for_the_mask_and_softmax(qdq_bundle):
     assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)
     assert graph_is_static(bundle.graph("draft").path)
     # validate measured what the precision cost against the fp32 PyTorch draft: not nothing, not everything
-    checks = {(c["name"], c.get("graph")): c for c in bundle.manifest["validation"]["checks"]}
+    checks = {(c["name"], c.get("graph")): c for c in bundle.validation["checks"]}
     assert checks[("max_logit_diff", "draft")]["value"] > 1e-3
     assert checks[("argmax_agreement", "draft")]["value"] >= 0.5
 

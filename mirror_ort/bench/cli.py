@@ -2,7 +2,7 @@
 
 import click
 
-from .methods import Settings
+from ..generation import GenerationConfig
 
 
 @click.command()
@@ -55,8 +55,8 @@ def bench(bundles, dataset, per_category, categories, turns, methods, alloc, thr
     """
     from .suite import BenchOptions, run_bench
 
-    settings = Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                        gamma=gamma, kappa=kappa, max_branches=max_branches)
+    settings = GenerationConfig().updated(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                          top_k=top_k, seed=seed, gamma=gamma, kappa=kappa, max_branches=max_branches)
     options = BenchOptions(bundles=list(bundles), dataset=dataset, methods=methods, per_category=per_category,
                            categories=categories, turns=turns, alloc=alloc, threads=threads, warmup=warmup,
                            settings=settings, target_ep=target_ep, draft_ep=draft_ep,

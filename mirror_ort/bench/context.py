@@ -23,6 +23,7 @@ class Context:
     genai_precision: str = "fp32"
     log: object = print
     tag: str = ""  # row-name suffix: "" for the first bundle, "@int4" (its precision) for another
+    settings: object = None  # the run's GenerationConfig (rows may vary it: methods.variant)
     peer_cache: dict = field(default_factory=dict)  # PyTorch models by source, shared between contexts
     _pipelines: dict = field(default_factory=dict)
 
@@ -38,6 +39,11 @@ class Context:
                 allow_cpu_fallback=self.allow_cpu_fallback, load_draft=self.bundle.has_draft, spin=spin)
         return self._pipelines[key]
 
+    def cost_curves(self) -> dict:
+        """The cost curves the rows' pipelines measured (``gamma=auto``), by threads."""
+        return {f"target {t} / draft {d} threads{', no spinning' if spin is False else ''}{self.tag}": pipe._curve.as_dict()
+                for (t, d, spin), pipe in self._pipelines.items() if pipe._curve is not None}
+
     def any_pipeline(self):
         """A pipeline for tokenizing prompts (any allocation will do)."""
         if self._pipelines:
@@ -49,15 +55,14 @@ class Context:
     @property
     def precision(self) -> str:
         """The target's precision in this bundle."""
-        return self.bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
+        return self.bundle.precision
 
     @property
     def peers(self):
         """The bundle's target and draft as PyTorch models, loaded on first use (once per source)."""
         from .peer_models import PeerModels
 
-        graphs = self.bundle.manifest["graphs"]
-        key = (self.bundle.manifest.get("provenance", {}).get("source"), graphs.get("draft", {}).get("source"))
+        key = (self.bundle.source, self.bundle.graph("draft").source if self.bundle.has_draft else None)
         if key not in self.peer_cache:
             self.peer_cache[key] = PeerModels(self.bundle, log=self.log)
         return self.peer_cache[key]

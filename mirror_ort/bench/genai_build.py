@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .methods import Skipped
 from .peer_models import save_hf_dir
+from .rows import Skipped
 
 PRECISIONS = ("fp32", "int8", "int4")  # what the builder offers for its CPU target
 UNUSED_FILES = ("tokenizer.model",)  # a sentencepiece copy (98 MB for SmolLM2), besides tokenizer.json
@@ -37,13 +37,14 @@ def _version() -> str:
 
 
 def target_key(bundle, precision: str) -> str:
-    graphs = bundle.manifest["graphs"]
-    return _key("target", graphs["prefix"]["sha256"], graphs["suffix"]["sha256"], precision, _version(), BUILD_FORMAT)
+    files = bundle.manifest.files
+    return _key("target", files[bundle.graph("prefix").file], files[bundle.graph("suffix").file], precision,
+                _version(), BUILD_FORMAT)
 
 
 def draft_key(bundle, precision: str) -> str:
-    draft = bundle.manifest["graphs"]["draft"]
-    return _key("draft", draft["sha256"], draft.get("source"), precision, _version(), BUILD_FORMAT)
+    draft = bundle.graph("draft")
+    return _key("draft", bundle.manifest.files[draft.file], draft.source, precision, _version(), BUILD_FORMAT)
 
 
 def run_builder(hf_dir: Path, out: Path, precision: str, work: Path) -> None:

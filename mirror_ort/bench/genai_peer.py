@@ -13,9 +13,10 @@ allocation. onnxruntime-genai runs the draft and the target one after the other,
 import json
 import time
 
+from ..generation import GenerationConfig
 from .alloc import Allocation
-from .methods import Generation, Row, Settings, Skipped, register
 from .requirements import require
+from .rows import Generation, Row, Skipped
 
 MAX_DRAFT_TOKENS = 16  # onnxruntime-genai's limit
 
@@ -46,7 +47,7 @@ class GenaiRow(Row):
             raise Skipped(f"onnxruntime-genai could not load {target_dir}: {str(e).strip().splitlines()[0]}") from None
         self.og, self.speculative, self.vocab_size = og, draft_rel is not None, vocab_size
 
-    def generate(self, ids, s: Settings) -> Generation:
+    def generate(self, ids, s: GenerationConfig) -> Generation:
         import numpy as np
 
         og = self.og
@@ -75,7 +76,7 @@ class GenaiRow(Row):
         return Generation(new, seconds, calls)
 
 
-def _make(speculative: bool):
+def genai_row(speculative: bool):
     def make(ctx, alloc: Allocation) -> Row:
         require("onnxruntime_genai", purpose="the ort-genai peer")
         require("onnx_ir", "torch", "transformers", purpose="onnxruntime-genai's model builder")
@@ -95,7 +96,3 @@ def _make(speculative: bool):
         return GenaiRow(name, "ort-genai-sd" if speculative else "ort-genai", alloc, target_dir, draft_rel,
                         list(ctx.bundle.eos_token_ids), ctx.bundle.vocab_size, notes)
     return make
-
-
-register("ort-genai", _make(False))
-register("ort-genai-sd", _make(True))

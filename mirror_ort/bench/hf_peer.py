@@ -9,9 +9,10 @@ since rows with different allocations take turns in one process.
 
 import time
 
+from ..generation import GenerationConfig
 from .alloc import Allocation
-from .methods import Generation, Row, Settings, Skipped, register
 from .requirements import require
+from .rows import Generation, Row, Skipped
 
 
 class HFRow(Row):
@@ -29,17 +30,17 @@ class HFRow(Row):
     def _count(self, module, args):
         self.calls += 1
 
-    def _config(self, s: Settings):
-        from transformers import GenerationConfig
+    def _config(self, s: GenerationConfig):
+        from transformers import GenerationConfig as HFGenerationConfig
 
         kw = dict(max_new_tokens=s.max_new_tokens, eos_token_id=self.eos, pad_token_id=self.eos[0], num_beams=1)
         if s.greedy:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None)
-        return GenerationConfig(**kw)
+        return HFGenerationConfig(**kw)
 
-    def generate(self, ids, s: Settings) -> Generation:
+    def generate(self, ids, s: GenerationConfig) -> Generation:
         import torch
 
         torch.set_num_threads(self.threads["torch"])
@@ -62,7 +63,7 @@ class HFRow(Row):
         self._hook.remove()
 
 
-def _make(assisted: bool):
+def hf_row(assisted: bool):
     def make(ctx, alloc: Allocation) -> Row:
         require("torch", "transformers", purpose="the hf peer")
         model, _ = ctx.peers.target()
@@ -76,7 +77,3 @@ def _make(assisted: bool):
         name = ("hf-assisted" if assisted else "hf") + alloc.suffix
         return HFRow(name, "hf-assisted" if assisted else "hf", alloc, model, assistant, eos, notes)
     return make
-
-
-register("hf", _make(False))
-register("hf-assisted", _make(True))

@@ -1,80 +1,24 @@
-"""What the bench measures: rows, and the registry of methods that make them.
+"""The methods a user names in ``--methods``, as a lazy table (like ``providers/registry.py``).
 
-A *method* is what the user names in ``--methods``; a *row* is one method under one
-thread allocation (``mirror`` and ``mirror/split``), with its sessions or models
-loaded. Every row turns the same prompt token ids into token ids and is timed the
-same way: the wall time of one whole generation (prefill included) around its call.
-
-A method that cannot run here (a peer whose package is missing, a draft method on a
-bundle without a draft) raises ``Skipped`` with the reason; the bench reports it and
-goes on. Peers register themselves in the same table (``hf_peer``, ``genai_peer``);
-tests may add their own methods with ``register``.
+Each entry makes a row (``rows.Row``) for a bundle context and an allocation: mirror-ort's own
+``ar``, ``sd`` and ``mirror`` through its Pipeline, and the peers a user would otherwise pick,
+whose modules are imported only when their row is built. mirror-ort's methods take generation
+settings of their own after colons, so one run can set variants side by side:
+``sd:gamma=6`` (a fixed window), ``sd:draft=lookup``, ``mirror:gamma=6:max_branches=4``.
 """
 
+import importlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 
 from ..errors import MirrorError
+from ..generation import GenerationConfig
 from .alloc import Allocation
+from .rows import BASELINE, Generation, Row, Skipped
 
 # Names that stand for several methods: a peer's plain decoding and its speculative mode.
 GROUPS = {"ort-genai": ("ort-genai", "ort-genai-sd"), "hf": ("hf", "hf-assisted")}
-BASELINE = "ar"  # the first bundle's shared-allocation ar row: reference of every speedup
 PER_MODEL = ("hf", "hf-assisted")  # rows that measure the PyTorch source, whatever the bundle
-
-
-class Skipped(Exception):
-    """A method that cannot run here; ``str(self)`` says why and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Generation settings, the same for every row."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    gamma: int = 6
-    kappa: int | None = None
-    max_branches: int = 8
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-
-@dataclass
-class Generation:
-    token_ids: list[int]
-    seconds: float
-    target_calls: int = 0  # target forward passes, the prompt's included (0: not known)
-    reused_windows: int | None = None  # Mirror-SD only
-    fallback_windows: int | None = None
-    parts: dict | None = None  # mirror-ort rows: seconds per part of the step (run --json's stats)
-    cached_prompt_tokens: int = 0  # prompt positions not prefilled (kept from an earlier generation)
-
-
-@dataclass
-class Row:
-    name: str
-    method: str
-    alloc: Allocation
-    threads: dict
-    runtime: str  # what runs it, e.g. "onnxruntime 1.32.0 cpu"
-    notes: list[str] = field(default_factory=list)
-    reference: str = BASELINE  # the row whose ids this row's must equal: ar of the same bundle
-
-    def generate(self, ids: list[int], settings: Settings) -> Generation:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        return {"method": self.method, "alloc": self.alloc.mode, "threads": self.threads, "runtime": self.runtime,
-                "notes": self.notes, "lossless_reference": self.reference}
-
-    def close(self) -> None:
-        pass
 
 
 class PipelineRow(Row):
@@ -84,10 +28,8 @@ class PipelineRow(Row):
         super().__init__(name, method, alloc, threads, runtime)
         self.pipe, self.overrides = pipe, overrides or {}
 
-    def generate(self, ids, s: Settings) -> Generation:
-        kw = dict(method=self.method, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                  top_k=s.top_k, seed=s.seed, gamma=s.gamma, kappa=s.kappa, max_branches=s.max_branches)
-        kw.update(self.overrides)
+    def generate(self, ids, s: GenerationConfig) -> Generation:
+        kw = {**asdict(s), **self.overrides, "method": self.method}
         self.pipe.forget()  # rows may share a pipeline: each prefills its prompt, like the peers
         start = time.perf_counter()
         result = self.pipe.generate(list(ids), **kw)
@@ -96,13 +38,15 @@ class PipelineRow(Row):
         mirror = kw["method"] == "mirror"
         return Generation(result.token_ids, seconds, st.get("target_calls", 0),
                           st.get("reused_windows") if mirror else None, st.get("fallback_windows") if mirror else None,
-                          {k: v for k, v in st["seconds"].items() if k != "total"}, st["cached_prompt_tokens"])
+                          {k: v for k, v in st["seconds"].items() if k != "total"}, st["cached_prompt_tokens"],
+                          (st.get("speculation") or {}).get("mean_model_window"))
 
 
-def _pipeline_method(method: str):
+def _pipeline_method(method: str, overrides: dict | None = None):
     def make(ctx, alloc: Allocation) -> Row:
-        if method != "ar" and not ctx.bundle.has_draft:
-            raise Skipped(f"the bundle has no draft graph, which {method} needs: export it with --draft")
+        if method != "ar" and not ctx.bundle.has_draft and (overrides or {}).get("draft") not in ("lookup", "auto"):
+            raise Skipped(f"the bundle has no draft graph, which {method} needs: export it with --draft, "
+                          f"or name {method}:draft=lookup")
         concurrent = method == "mirror"
         pipe = ctx.pipeline(alloc, spin=alloc.spin(concurrent))
         threads = {"target": alloc.target_threads}
@@ -112,22 +56,53 @@ def _pipeline_method(method: str):
         runtime = f"mirror-ort on onnxruntime, target {ctx.target_ep}"
         if method != "ar":
             runtime += f", draft {ctx.draft_ep}"
-        return PipelineRow(method + alloc.suffix, method, alloc, pipe, runtime, threads)
+        if method != "ar" and ctx.settings.updated(**(overrides or {})).auto_gamma:
+            pipe.cost_curve()  # measured (or read from the cache) now, not inside a timed generation
+        if overrides:
+            pipe.settings(method=method, **overrides)  # a bad setting is refused before the run
+        return PipelineRow(method + alloc.suffix, method, alloc, pipe, runtime, threads, overrides)
     return make
 
 
-METHODS = {name: _pipeline_method(name) for name in ("ar", "sd", "mirror")}
+def variant(spec: str):
+    """``sd:gamma=6:draft=lookup`` -> (``sd``, {"gamma": 6, "draft": "lookup"}); plain names have no settings."""
+    method, *settings = spec.split(":")
+    overrides = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MirrorError(f"--methods {spec!r}: write settings as method:key=value, e.g. sd:gamma=6")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else value
+    if overrides and method not in ("ar", "sd", "mirror"):
+        raise MirrorError(f"--methods {spec!r}: only ar, sd and mirror take settings")
+    return method, overrides
 
 
-def register(name: str, make) -> None:
-    """Add a method: ``make(context, allocation) -> Row`` (or raise Skipped)."""
-    METHODS[name] = make
+def _peer(module: str, factory: str, *args):
+    """A peer's row maker, imported from ``bench/<module>.py`` when the row is built."""
+    def make(ctx, alloc: Allocation) -> Row:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), factory)(*args)(ctx, alloc)
+    return make
+
+
+# method -> make(context, allocation) -> Row (or raise Skipped)
+METHODS = {
+    **{name: _pipeline_method(name) for name in ("ar", "sd", "mirror")},
+    "ort-genai": _peer("genai_peer", "genai_row", False),
+    "ort-genai-sd": _peer("genai_peer", "genai_row", True),
+    "hf": _peer("hf_peer", "hf_row", False),
+    "hf-assisted": _peer("hf_peer", "hf_row", True),
+}
 
 
 def known_methods() -> list[str]:
-    from . import genai_peer, hf_peer  # noqa: F401  (they register their methods)
-
     return list(dict.fromkeys([*METHODS, *GROUPS]))
+
+
+def make_row(spec: str, ctx, alloc: Allocation) -> Row:
+    """The row for a method name or variant (``sd:gamma=6``)."""
+    method, overrides = variant(spec)
+    return _pipeline_method(method, overrides)(ctx, alloc) if overrides else METHODS[method](ctx, alloc)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -138,7 +113,8 @@ def parse_methods(text: str) -> list[str]:
     known = known_methods()
     chosen = []
     for name in names:
-        if name not in known:
-            raise MirrorError(f"unknown method {name!r} in --methods: choose from {', '.join(known)}")
+        method, _ = variant(name)
+        if method not in known:
+            raise MirrorError(f"unknown method {method!r} in --methods: choose from {', '.join(known)}")
         chosen += GROUPS.get(name, (name,))
     return list(dict.fromkeys([BASELINE, *chosen]))

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from ..errors import MirrorError
-from .methods import Skipped
+from .rows import Skipped
 
 MASKED_LOGIT = -1e4
 
@@ -27,9 +27,8 @@ MASKED_LOGIT = -1e4
 class PeerModels:
     def __init__(self, bundle, log=print):
         self.bundle, self.log = bundle, log
-        self.source_spec = bundle.manifest.get("provenance", {}).get("source")
-        graphs = bundle.manifest["graphs"]
-        self.draft_spec = graphs["draft"].get("source") if "draft" in graphs else None
+        self.source_spec = bundle.source
+        self.draft_spec = bundle.graph("draft").source if bundle.has_draft else None
         self._target = self._draft = None
         self._draft_note = ""
 
@@ -52,30 +51,31 @@ class PeerModels:
         if self._draft is None:
             if self.draft_spec is None:
                 raise Skipped("the bundle has no draft to assist with: export it with --draft")
+            from ..export.draft_source import resolve_draft
+
             target, _ = self.target()
-            spec = str(self.draft_spec)
-            if spec.startswith("layers:"):
-                self._draft = truncated(target, int(spec.split(":", 1)[1]))
-                self._draft_note = f"draft = the target's first {spec.split(':', 1)[1]} layers ({spec})"
+            try:
+                choice = resolve_draft(str(self.draft_spec), {}, target.config.num_hidden_layers)
+            except MirrorError as e:
+                raise Skipped(f"the bundle's draft {self.draft_spec!r} cannot be rebuilt here: {e}") from None
+            if choice.kind == "layers":
+                self._draft = truncated(target, choice.layers)
+                self._draft_note = f"draft = the target's first {choice.layers} layers ({choice.spec})"
+            elif choice.kind == "distilled":
+                self._draft, self._draft_note = distilled(choice.path, target)
             else:
-                from ..distill.draft_dir import is_distilled_draft
+                from ..export.sources import load_source
 
-                path = Path(spec)
-                if is_distilled_draft(path):
-                    self._draft, self._draft_note = distilled(path, target)
-                else:
-                    from ..export.sources import load_source
-
-                    try:
-                        self._draft = load_source(spec).model.eval()
-                    except MirrorError as e:
-                        raise Skipped(f"cannot load the bundle's draft {spec!r}: {e}") from None
-                    self._draft_note = f"draft = {spec}"
+                try:
+                    self._draft = load_source(choice.spec).model.eval()
+                except MirrorError as e:
+                    raise Skipped(f"cannot load the bundle's draft {choice.spec!r}: {e}") from None
+                self._draft_note = f"draft = {choice.spec}"
         return self._draft, self._draft_note
 
     @property
     def draft_has_reduced_vocab(self) -> bool:
-        return "vocab_map" in self.bundle.manifest["graphs"].get("draft", {})
+        return self.bundle.has_draft and self.bundle.graph("draft").vocab_map is not None
 
 
 def truncated(target, k: int):
@@ -107,7 +107,7 @@ def distilled(path: Path, target):
     from torch import nn
     from transformers import AutoModelForCausalLM
 
-    from ..distill.draft_dir import load_draft
+    from ..export.draft_dir import load_draft
 
     try:
         module = load_draft(path, target)

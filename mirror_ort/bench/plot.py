@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from ..errors import MirrorError
-from .methods import BASELINE
 from .requirements import installed
+from .rows import BASELINE
 
 
 def check_plot_available() -> None:

@@ -10,6 +10,8 @@ For a set of prompts (one category, or all of them) a row's figures are:
 * ``reuse_rate`` / ``fallback_rate``: Mirror-SD windows found in / missing from the draft tree;
 * ``lossless_rate``: share of prompts whose token ids equal those of ``ar`` of the row's own
   bundle (greedy runs only);
+* ``mean_gamma``: mirror-ort's speculative rows, the model draft's mean window length (what
+  ``gamma=auto`` chose; 0 for the steps it decoded like ``ar``);
 * ``ms_per_token``: mirror-ort's rows only, where a generation's time went, per generated token:
   prefill, prefix, suffix, draft (serial), draft_tree (on the draft's thread, overlapping the
   target), wait (the target waiting for the draft) and glue (Python on the target's thread).
@@ -17,7 +19,7 @@ For a set of prompts (one category, or all of them) a row's figures are:
 
 import statistics
 
-from .methods import BASELINE
+from .rows import BASELINE
 from .runner import BenchResult, Record
 
 
@@ -46,6 +48,7 @@ def aggregate(records: list[Record], baseline: list[Record]) -> dict:
     reused = sum(w[0] for w in windows)
     fallback = sum(w[1] for w in windows)
     matches = [r.matches_baseline for r in records if r.matches_baseline is not None]
+    gammas = [r.generation.mean_gamma for r in records if r.generation.mean_gamma is not None]
     parts = [r.generation.parts for r in records if r.generation.parts]
     per_token = {k: 1000 * sum(p[k] for p in parts) / tokens for k in parts[0]} if parts and tokens else None
     return {
@@ -63,6 +66,7 @@ def aggregate(records: list[Record], baseline: list[Record]) -> dict:
         "reuse_rate": reused / (reused + fallback) if windows and reused + fallback else None,
         "fallback_rate": fallback / (reused + fallback) if windows and reused + fallback else None,
         "lossless_rate": sum(matches) / len(matches) if matches else None,
+        "mean_gamma": _mean(gammas) if gammas else None,
         "ms_per_token": per_token,
     }
 
@@ -97,7 +101,7 @@ def _fmt(value, kind):
 
 
 COLUMNS = (("method", None, 18), ("tok/s", ("tokens_per_s", "tps"), 8), ("speedup", ("speedup", "x"), 8),
-           ("accepted", ("mean_accepted", "f"), 9), ("reuse", ("reuse_rate", "pct"), 6),
+           ("accepted", ("mean_accepted", "f"), 9), ("gamma", ("mean_gamma", "f"), 6), ("reuse", ("reuse_rate", "pct"), 6),
            ("fallback", ("fallback_rate", "pct"), 9), ("lossless", ("lossless_rate", "pct"), 9))
 
 

@@ -2,7 +2,7 @@
 
 import importlib.util
 
-from .methods import Skipped
+from .rows import Skipped
 
 TORCH_HINT = "pip install torch==2.13.0 'transformers>=4.57,<4.58' (or pip install 'mirror-ort[export]')"
 HINTS = {

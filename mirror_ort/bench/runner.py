@@ -16,10 +16,12 @@ among the skipped rows with the error; mirror-ort's own rows raise as usual.
 from dataclasses import dataclass, field
 
 from ..errors import MirrorError
+from ..generation import GenerationConfig
 from .alloc import Allocation, allocation
 from .context import Context
 from .dataset import Prompt
-from .methods import BASELINE, METHODS, PER_MODEL, Generation, Row, Settings, Skipped
+from .methods import METHODS, PER_MODEL, make_row, variant
+from .rows import BASELINE, Generation, Row, Skipped
 
 WARMUP_TOKENS = 32  # warm-up generations stop here
 
@@ -48,7 +50,7 @@ class Record:
                 "new_tokens": self.new_tokens, "seconds": g.seconds,
                 "tokens_per_s": self.new_tokens / g.seconds if g.seconds > 0 else 0.0,
                 "target_calls": g.target_calls, "reused_windows": g.reused_windows,
-                "fallback_windows": g.fallback_windows, "lossless": self.matches_baseline}
+                "fallback_windows": g.fallback_windows, "mean_gamma": g.mean_gamma, "lossless": self.matches_baseline}
 
 
 @dataclass
@@ -74,10 +76,10 @@ def build_rows(ctx: Context, methods: list[str], modes: list[str], cores: int | 
     rows, skipped = [], {}
     for method, alloc in plan:
         name = method + alloc.suffix + ctx.tag
-        if method not in METHODS:
+        if variant(method)[0] not in METHODS:
             raise MirrorError(f"unknown method {method!r}")
         try:
-            row = METHODS[method](ctx, alloc)
+            row = make_row(method, ctx, alloc)
         except Skipped as e:
             skipped[name] = str(e)
             log(f"skipping {name}: {e}")
@@ -96,7 +98,7 @@ def prompt_ids(ctx: Context, prompt: Prompt, answers: dict) -> list[int]:
     return ctx.any_pipeline().encode(messages=messages)
 
 
-def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], settings: Settings,
+def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], settings: GenerationConfig,
         warmup: int = 1, progress: bool = True, log=print, after_prompt=None) -> BenchResult:
     """Every row on every prompt, interleaved; ``after_prompt(result)`` after each prompt."""
     from tqdm import tqdm
@@ -109,7 +111,7 @@ def run(ctx: Context, rows: list[Row], skipped: dict, prompts: list[Prompt], set
     tokenizer = ctx.any_pipeline().tokenizer
     answers: dict = {}  # later turns carry the baseline's answers
     first = prompt_ids(ctx, prompts[0], answers)
-    warm = Settings(**{**settings.__dict__, "max_new_tokens": min(settings.max_new_tokens, WARMUP_TOKENS)})
+    warm = settings.updated(max_new_tokens=min(settings.max_new_tokens, WARMUP_TOKENS))
     for row in list(result.rows):
         for _ in range(warmup):
             if row in result.rows:

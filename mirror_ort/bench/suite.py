@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..bundle import Bundle
+from ..generation import GenerationConfig
 from ..providers import parse_provider
 from .alloc import allocation, available_cores, parse_alloc
 from .context import Context, default_cache_dir
 from .dataset import load_prompts, parse_categories
 from .genai_build import PRECISIONS
-from .methods import BASELINE, Settings, parse_methods
+from .methods import parse_methods
 from .report import categories, format_report, summarize
+from .rows import BASELINE
 from .runner import build_rows, run
 
 
@@ -32,7 +34,7 @@ class BenchOptions:
     alloc: str = "shared"
     threads: int | None = None  # "all cores" (default: the cores this process may use)
     warmup: int = 1
-    settings: Settings = field(default_factory=Settings)
+    settings: GenerationConfig = field(default_factory=GenerationConfig)
     target_ep: str = "cpu"
     draft_ep: str = "cpu"
     target_ep_option: tuple = ()
@@ -89,7 +91,8 @@ def run_bench(options: BenchOptions, log=print):
         # other processes on the same cores distort every figure, multi-threaded rows the most
         settings["machine"]["load_average_1min"] = {"start": load_before, "end": _load_average()}
         report = {"settings": settings, "complete": complete, "prompts_done": len({r.prompt for r in result.records}),
-                  "methods": summarize(result), "skipped": result.skipped}
+                  "methods": summarize(result), "skipped": result.skipped,
+                  "cost_curves": {k: v for c in contexts for k, v in c.cost_curves().items()}}
         if options.json_out:
             out = Path(options.json_out)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,11 +107,15 @@ def run_bench(options: BenchOptions, log=print):
     report = write_report(result, complete=True)
     summary = report["methods"]
     text = format_report(result, summary)
+    for label, curve in report["cost_curves"].items():
+        text += (f"\ncost curve used by gamma=auto ({label}): target ms for k rows "
+                 + " ".join(f"{k}:{ms:.1f}" for k, ms in zip(curve["target_rows"], curve["target_ms"]))
+                 + (f"; draft {curve['draft_ms']:.2f} ms per call" if curve["draft_ms"] is not None else ""))
     if options.plot_out:
         from .plot import plot_speedups
 
         plot_speedups(summary, categories(result), options.plot_out,
-                      title=f"{bundle.manifest.get('provenance', {}).get('source', bundle.path)}: speedup over ar "
+                      title=f"{bundle.source or bundle.path}: speedup over ar "
                             f"({', '.join(modes)})")
     return report, text
 
@@ -125,7 +132,7 @@ def _contexts(options: BenchOptions, log) -> list[Context]:
         bundle = Bundle.load(path)
         ctx = Context(bundle, target_ep, draft_ep, max_length=options.max_length,
                       allow_cpu_fallback=options.allow_cpu_fallback, cache_dir=cache_dir, log=log,
-                      peer_cache=peer_cache)
+                      peer_cache=peer_cache, settings=options.settings)
         ctx.genai_precision = ctx.precision if options.genai_precision == "bundle" else options.genai_precision
         if index:
             first = contexts[0].bundle
@@ -143,9 +150,8 @@ def _contexts(options: BenchOptions, log) -> list[Context]:
 
 
 def _tokenizer_of(bundle: Bundle) -> tuple:
-    tokenizer = bundle.manifest["tokenizer"]
-    return (tokenizer.get("chat_template"), tuple(tokenizer.get("eos_token_ids", ())),
-            (bundle.path / "tokenizer.json").read_bytes() if (bundle.path / "tokenizer.json").is_file() else None)
+    tokenizer = bundle.manifest.tokenizer
+    return (tokenizer.chat_template, tuple(tokenizer.eos_token_ids), bundle.manifest.files[tokenizer.file])
 
 
 def _settings(options, contexts, methods, modes, cores, prompts, started) -> dict:
@@ -158,13 +164,12 @@ def _settings(options, contexts, methods, modes, cores, prompts, started) -> dic
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    graphs = bundle.manifest["graphs"]
     return {
         "bundle": str(bundle.path),
         "bundles": [{"path": str(c.bundle.path), "tag": c.tag, "precision": c.precision,
                      "genai_precision": c.genai_precision} for c in contexts],
-        "source": bundle.manifest.get("provenance", {}).get("source"),
-        "draft": graphs.get("draft", {}).get("source"),
+        "source": bundle.source,
+        "draft": bundle.graph("draft").source if bundle.has_draft else None,
         "exit_layer": bundle.exit_layer,
         "dataset": str(options.dataset),
         "per_category": options.per_category,

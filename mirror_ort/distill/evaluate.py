@@ -97,10 +97,10 @@ def _main(argv=None) -> None:
     import argparse
     from collections import defaultdict
 
+    from ..export.draft_dir import load_draft
     from ..export.sources import load_source
+    from ..prompts import Prompt
     from .data import DataOptions, generate_data
-    from .draft_dir import load_draft
-    from .prompts import Prompt
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("draft", type=Path)

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MirrorError
+from ..export.draft_dir import trainable_state
 from ..export.split import Draft
 from .data import Continuation
-from .draft_dir import trainable_state
 
 CHECKPOINT = "checkpoint.safetensors"
 MIN_STEPS = 10  # a budget that cannot fit this many steps trains nothing worth keeping

@@ -10,23 +10,25 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch.export import Dim
 
 from .. import __version__
-from ..bundle import KV_CACHE_LAYOUT, SCHEMA_VERSION, Bundle, sha256
+from ..bundle import KV_CACHE_LAYOUT, MANIFEST, SCHEMA_VERSION, Bundle, Manifest, sha256
 from ..errors import MirrorError
+from ..generation import GenerationConfig
+from ..output_dir import claim_output
 from .architectures import arch_spec, attention_span_limit
+from .draft_source import draft_module, resolve_draft
 from .onnx_graph import export_graph, graph_io
-from .sources import Source, check_same_vocabulary, load_source
-from .split import Draft, Prefix, Suffix
 from .qdq import quantize_draft_qdq
 from .quantize import DRAFT_PRECISIONS, PRECISIONS, quantize_graph
+from .sources import Source, load_source
+from .split import Prefix, Suffix
 from .static import export_static_draft, static_sizes
-from .streams import StreamHeads
 
 DEFAULT_KAPPA = 8
 DRAFT_VOCAB_MAP = "draft_vocab_map.json"  # V' target ids, in draft-vocabulary order
@@ -48,8 +50,7 @@ class ExportOptions:
 
 def export_bundle(model: str | None, output, options: ExportOptions = ExportOptions(), log=print) -> Bundle:
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not options.force:
-        raise MirrorError(f"output {output} exists and is not empty: choose another path or pass --force")
+    claim_output(output, options.force, (MANIFEST,), "a mirror-ort bundle")
     t0 = time.perf_counter()
     source = load_source(model, options.trust_remote_code)
     config = source.model.config
@@ -65,7 +66,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     if options.draft_precision is not None and options.draft_precision not in DRAFT_PRECISIONS:
         raise MirrorError(f"unknown draft precision {options.draft_precision!r} "
                           f"(choose from {', '.join(DRAFT_PRECISIONS)})")
-    draft_module, draft_facts = _draft(source, options)
+    draft, draft_facts = _draft(source, options)
     static = static_sizes(options.static, config.max_position_embeddings)
     draft_precision = options.draft_precision or ("fp32" if static else options.precision)
     if static and draft_precision not in ("fp32", "qdq"):
@@ -74,7 +75,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     if draft_precision == "qdq" and not static:
         raise MirrorError("--draft-precision qdq quantizes a static draft for NPUs: add --static "
                           "(for a CPU or CUDA draft use int8 or int4)")
-    if static and draft_module is None:
+    if static and draft is None:
         raise MirrorError("--static shapes the draft graph but this export has none: drop --draft none")
     log(f"loaded {source.description['source']} ({config.model_type}, {n} layers) in {time.perf_counter() - t0:.1f}s")
 
@@ -84,7 +85,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         graphs = {}
         for role, module, layers in (("prefix", Prefix(source.model, exit_layer, options.kappa, spec), (0, exit_layer)),
                                      ("suffix", Suffix(source.model, exit_layer, spec), (exit_layer, n)),
-                                     ("draft", draft_module, None)):
+                                     ("draft", draft, None)):
             if module is None:
                 continue
             t = time.perf_counter()
@@ -104,8 +105,9 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
                 f"in {time.perf_counter() - t:.1f}s")
         source.tokenizer.save_pretrained(tmp, legacy_format=False)  # tokenizer.json only: no slow-tokenizer files
         if draft_facts.get("vocab_map"):
-            (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft_module.vocab_map.tolist()))
-        manifest = _manifest(source, spec, exit_layer, options.kappa, graphs, tmp)
+            (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft.vocab_map.tolist()))
+        # Read back through the typed contract: what export writes is what the runtime accepts.
+        manifest = Manifest.from_json(_manifest(source, spec, exit_layer, options.kappa, graphs, tmp), tmp, MANIFEST)
         bundle = Bundle(tmp, manifest)
         bundle.save()
         if options.validate:
@@ -116,7 +118,7 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
                 failed = [f"{c['name']}/{c['graph']}" for c in report["checks"] if not c["passed"]]
                 raise MirrorError(f"export failed validation ({', '.join(failed)}): see the report above; "
                                   "use --no-validate to keep the bundle anyway")
-        if output.exists():
+        if output.exists():  # claim_output let only an empty directory or an earlier bundle through
             shutil.rmtree(output)
         tmp.rename(output)
     except BaseException:
@@ -128,39 +130,14 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
 
 
 def _draft(source: Source, options: ExportOptions):
-    """The draft module and its manifest facts."""
-    choice = options.draft
-    n = source.model.config.num_hidden_layers
-    if choice is None or choice == "none":
+    """The draft module and its manifest facts (None, {} without a draft)."""
+    if options.draft is None or options.draft == "none":
         return None, {}
-    if choice == "auto":
-        from ..distill.draft_dir import packaged_draft
-
-        packaged = packaged_draft(source.description)
-        choice = str(packaged) if packaged else f"layers:{max(1, n // 8)}"
-    if choice.startswith("layers:"):
-        try:
-            k = int(choice.split(":", 1)[1])
-        except ValueError:
-            raise MirrorError(f"--draft {choice!r}: expected layers:K with K an integer in 1..{n}") from None
-        if not 1 <= k <= n:
-            raise MirrorError(f"--draft layers:{k}: K must be in 1..{n} (the target's layer count)")
-        return Draft(source.model, arch_spec(source.model.config), num_layers=k), {"source": choice, "streams": 0}
-    from ..distill.draft_dir import is_distilled_draft, load_draft
-
-    path = Path(choice)
-    if is_distilled_draft(path):
-        module = load_draft(path, source.model)
-        streams = module.stream_heads.config["num_streams"] if module.stream_heads is not None else 0
-        facts = {"source": str(path), "streams": streams}
-        if module.vocab_map is not None:
-            facts["vocab_map"] = DRAFT_VOCAB_MAP
-        return module, facts
-    draft = load_source(choice, options.trust_remote_code)
-    check_same_vocabulary(source.tokenizer, draft.tokenizer)
-    heads = StreamHeads.load(path) if path.is_dir() else None
-    module = Draft(draft.model, arch_spec(draft.model.config), stream_heads=heads)
-    return module, {"source": draft.description["source"], "streams": heads.config["num_streams"] if heads else 0}
+    choice = resolve_draft(options.draft, source.description, source.model.config.num_hidden_layers)
+    module, facts = draft_module(choice, source, options.trust_remote_code)
+    if getattr(module, "vocab_map", None) is not None:
+        facts["vocab_map"] = DRAFT_VOCAB_MAP
+    return module, facts
 
 
 def _export_role(role, module, layers, directory: Path, hidden_size: int, facts: dict) -> dict:
@@ -201,14 +178,13 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
     import transformers
 
     config, tokenizer = source.model.config, source.tokenizer
-    for g in graphs.values():
-        g["sha256"] = sha256(directory / g["file"])
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     gen_eos = getattr(source.model.generation_config, "eos_token_id", None)
     for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
         if e is not None and e not in eos and not source.description["kind"].endswith("gguf"):
             eos.append(e)
-    tokenizer_files = sorted(p.name for p in directory.iterdir() if p.name.startswith(("tokenizer", "special_tokens")))
+    adds_bos = getattr(tokenizer, "add_bos_token", True) and tokenizer.bos_token_id is not None
+    files = {p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {
@@ -227,12 +203,16 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
         "early_exit": {"layer": exit_layer, "kappa": kappa, "head": "final RMSNorm + LM head, Top-kappa log-probs"},
         "kv_cache": KV_CACHE_LAYOUT,
         "graphs": graphs,
+        "files": files,
         "tokenizer": {
-            "files": tokenizer_files,
+            "file": "tokenizer.json",
             "eos_token_ids": eos,
-            "bos_token_id": None if not getattr(tokenizer, "add_bos_token", True) else tokenizer.bos_token_id,
+            "bos_token_id": tokenizer.bos_token_id if adds_bos else None,
+            "bos_token": tokenizer.bos_token or "",
+            "eos_token": tokenizer.eos_token or "",
             "chat_template": tokenizer.chat_template,
         },
+        "generation": {k: v for k, v in asdict(GenerationConfig()).items() if k not in ("seed", "kappa")},
         "provenance": {
             **source.description,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -240,5 +220,4 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
                          "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                          "python": platform.python_version()},
         },
-        "validation": None,
     }

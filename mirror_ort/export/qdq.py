@@ -37,7 +37,7 @@ def quantize_draft_qdq(path: Path, entry: dict, source, log=print) -> dict:
         from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
         from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
-    spec = GraphSpec.from_entry("draft", path, entry)
+    spec = GraphSpec.from_entry("draft", entry, path.parent)
     sequences = calibration_sequences(source, spec.static["capacity"])
     feeds = draft_feeds(spec, sequences)
     log(f"calibrating the QDQ draft on {len(feeds)} windows of {sum(map(len, sequences))} target tokens")
@@ -69,8 +69,8 @@ def calibration_sequences(source, capacity: int) -> list[list[int]]:
     each cut to fit the static draft's capacity."""
     import torch
 
-    from ..distill.data import prompt_ids
-    from ..distill.prompts import built_in_prompts
+    from ..chat import chat_encoder
+    from ..prompts import built_in_prompts
 
     prompts, seen = [], set()
     for prompt in built_in_prompts():
@@ -78,9 +78,10 @@ def calibration_sequences(source, capacity: int) -> list[list[int]]:
             seen.add(prompt.category)
             prompts.append(prompt)
     vocab = source.model.config.vocab_size
+    encode = chat_encoder(source.tokenizer)
     sequences = []
     for prompt in prompts:
-        ids = [i for i in prompt_ids(source.tokenizer, prompt) if i < vocab][: capacity // 2]
+        ids = [i for i in encode(prompt.text) if i < vocab][: capacity // 2]
         if not ids:
             continue
         with torch.no_grad():

@@ -43,7 +43,10 @@ def quantize_graph(path: Path, precision: str) -> None:
 
 def _matmul_nbits(model, bits: int):
     with quiet_quantizer():
-        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
     # accuracy_level 4: int8 activations, MLAS's fastest path. Exact between methods only because
     # the runtime never scores or reads out a single row (runtime/target.py): with one-row calls,
     # a row's result depended on how many rows were scored together, and sd/mirror kept 1 and 0 of

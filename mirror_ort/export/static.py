@@ -21,7 +21,6 @@ import copy
 from pathlib import Path
 
 import torch
-
 from torch import nn
 
 from ..errors import MirrorError
@@ -130,4 +129,4 @@ def export_static_draft(module, layers: tuple[int, int], directory: Path, static
                  ["input_ids", "position_ids", "attention_mask", "head_rows", *kv], outputs + presents, None, path,
                  opset=20)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": heads, "head_dim": head_dim,
-            **graph_io(path), **facts, "static": dict(static)}
+            "kv_layout": "BSND", **graph_io(path), **facts, "static": dict(static)}

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import onnx
 
-from ..bundle import GRAPH_ROLES, Bundle, sha256
+from ..bundle import Bundle, sha256
 from ..errors import MirrorError
 from ..providers import ProviderChoice, create_session
 from ..runtime.masks import causal_mask, positions
@@ -46,16 +46,14 @@ WINDOWS = [1, 4, 1, 7, 2, 3]  # new tokens per call after the prefill: S=1 and S
 
 
 def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None, log=print) -> dict:
-    """Run every check, store the report in the manifest, and return it."""
-    precision = bundle.manifest["graphs"]["prefix"].get("precision", "fp32")
+    """Run every check, write the report beside the manifest (``validation.json``), and return it."""
     thresholds_given = thresholds
-    thresholds = {**THRESHOLDS_BY_PRECISION[precision], **(thresholds or {})}
-    checks = []
-    roles = [r for r in GRAPH_ROLES if r in bundle.manifest["graphs"]]
-    for role in roles:
-        spec = bundle.graph(role)
+    thresholds = {**THRESHOLDS_BY_PRECISION.get(bundle.precision, DEFAULT_THRESHOLDS), **(thresholds or {})}
+    checks = [_check("sha256", _owner(bundle, name), lambda name=name: _same_hash(bundle, name))
+              for name in bundle.manifest.files]
+    checks.append(_check("chat_template", "bundle", lambda: _renders(bundle)))
+    for role, spec in bundle.manifest.graphs.items():
         checks.append(_check("onnx_checker", role, lambda: onnx.checker.check_model(str(spec.path), full_check=False)))
-        checks.append(_check("sha256", role, lambda: _same_hash(bundle, role)))
         checks.append(_check("loads_in_ort", role, lambda: GraphSession(spec, create_session(spec.path, ProviderChoice()), 8)))
     broken = sorted({c["graph"] for c in checks if not c["passed"]})
     if not {"prefix", "suffix"} & set(broken):
@@ -72,8 +70,7 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
         status = "skip" if c.get("skipped") else ("ok  " if c["passed"] else "FAIL")
         detail = c.get("skipped") or c.get("error") or {k: v for k, v in c.items() if k not in ("name", "passed", "graph")}
         log(f"  [{status}] {c['name']}{'/' + c['graph'] if 'graph' in c else ''}: {detail}")
-    bundle.manifest["validation"] = report
-    bundle.save()
+    bundle.write_validation(report)
     return report
 
 
@@ -101,7 +98,7 @@ def _exact_windows(bundle: Bundle) -> dict:
     from ..runtime.stats import Stats
     from ..runtime.target import FILLER_ROWS, Target
 
-    pipe = Pipeline.from_bundle(bundle.path, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
+    pipe = Pipeline.from_bundle(bundle, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
     ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 8 + sum(EXACT_WINDOWS))]
     alone, windows = scored_alone_and_in_windows(Target(pipe.prefix, pipe.suffix, Stats()), ids, prompt=8)
     diff = float(np.abs(alone - windows).max())
@@ -117,10 +114,25 @@ def _check(name: str, role: str, fn) -> dict:
         return {"name": name, "graph": role, "passed": False, "error": str(e).strip().splitlines()[0][:300]}
 
 
-def _same_hash(bundle: Bundle, role: str) -> None:
-    declared = bundle.manifest["graphs"][role]["sha256"]
-    if sha256(bundle.graph(role).path) != declared:
-        raise MirrorError(f"{role}.onnx does not match the sha256 in the manifest")
+def _same_hash(bundle: Bundle, name: str) -> None:
+    if sha256(bundle.file(name)) != bundle.manifest.files[name]:
+        raise MirrorError(f"{name} does not match its sha256 in the manifest")
+
+
+def _renders(bundle: Bundle) -> None:
+    """The chat template (if any) renders a conversation in the sandbox: it is safe and well formed."""
+    from ..chat import ChatTemplate
+
+    facts = bundle.manifest.tokenizer
+    if facts.chat_template:
+        ChatTemplate(facts.chat_template, facts.bos_token, facts.eos_token).render(
+            [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."},
+             {"role": "user", "content": "How are you?"}])
+
+
+def _owner(bundle: Bundle, name: str) -> str:
+    """The graph role a file belongs to (its graph or external data), else "bundle"."""
+    return next((role for role, g in bundle.manifest.graphs.items() if name in (g.file, g.file + ".data")), "bundle")
 
 
 def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> list[dict]:
@@ -203,7 +215,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
                    "ratio": ppl_bundle / ppl_torch, "passed": ppl_bundle / ppl_torch <= thresholds["perplexity_ratio"]})
     if draft is not None:
         d_max, d_agree = max(draft_diffs), draft_hits / n
-        draft_precision = bundle.manifest["graphs"]["draft"].get("precision", "fp32")
+        draft_precision = bundle.graph("draft").precision
         limits = {**THRESHOLDS_BY_PRECISION[draft_precision], **user_thresholds}
         checks += [
             {"name": "max_logit_diff", "graph": "draft", "value": d_max, "passed": _within(d_max, limits["max_logit_diff"])},
@@ -233,9 +245,10 @@ def _nll(logits: np.ndarray, ids) -> float:
 
 def _draft_module(bundle: Bundle, source):
     """The PyTorch draft, rebuilt from the manifest's draft source."""
-    from .exporter import ExportOptions, _draft
+    from .draft_source import draft_module, resolve_draft
 
-    return _draft(source, ExportOptions(draft=bundle.manifest["graphs"]["draft"]["source"]))[0]
+    choice = resolve_draft(bundle.graph("draft").source, source.description, source.model.config.num_hidden_layers)
+    return draft_module(choice, source)[0]
 
 
 def _draft_logits(module, ids):

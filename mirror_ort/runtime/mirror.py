@@ -12,19 +12,25 @@ The output is the target's own: every committed token was verified against the
 suffix's distribution.
 
 If the draft worker fails (a provider error, a bad output), the failure is
-reported once in the stats and the generation finishes with the target alone.
+reported once in the stats and the log, and the generation finishes with the target alone.
+A generation's worker is joined before the next generation starts: no draft call of an
+earlier run ever writes into the draft cache of a later one.
 """
 
+import logging
 import queue
-import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from .ar import prefill
 from .draft import Drafter, Window
 from .draft_tree import DraftTree, plan
-from .sampling import verify
+from .sampling import point_mass, verify
 from .target import ExitMessage
+from .window import Plan
+
+log = logging.getLogger("mirror_ort")
 
 
 @dataclass
@@ -39,8 +45,8 @@ class DraftWorker:
     """The draft's thread. It owns the draft session and cache; the target thread sends it
     work and verdicts and waits for windows (events and queues, no polling)."""
 
-    def __init__(self, drafter: Drafter, gamma: int, max_branches: int):
-        self.drafter, self.gamma, self.max_branches = drafter, gamma, max_branches
+    def __init__(self, drafter: Drafter):
+        self.drafter = drafter
         self.stats = drafter.stats
         self._tasks: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
@@ -54,12 +60,17 @@ class DraftWorker:
     def prefill(self, tokens: list[int]) -> None:
         self._tasks.put(("prefill", list(tokens)))
 
-    def propose(self, committed: list[int]) -> None:
-        self._tasks.put(("propose", list(committed)))
+    def propose(self, committed: list[int], depth: int) -> None:
+        self._tasks.put(("propose", (list(committed), depth)))
 
-    def tree(self, committed_length: int, window: Window, message: ExitMessage) -> None:
+    def tree(self, committed_length: int, window: Window, message: ExitMessage, branches: int, depth: int) -> None:
+        """Roll out ``branches`` outcomes of this step, ``depth`` tokens deep (the next window)."""
         self._verdict_ready.clear()
-        self._tasks.put(("tree", (committed_length, window, message)))
+        self._tasks.put(("tree", (committed_length, window, message, branches, depth)))
+
+    def forget(self, length: int) -> None:
+        """A window the worker made will not be verified: keep only the cache of ``length`` committed tokens."""
+        self._tasks.put(("truncate", length))
 
     def verdict(self, verdict: Verdict) -> None:
         self._verdict = verdict
@@ -73,9 +84,10 @@ class DraftWorker:
         return result
 
     def close(self) -> None:
+        """Stop the worker and wait for it: it ends after the draft call in progress, if any."""
         self.verdict(Verdict(0, 0, [], done=True))
         self._tasks.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join()
 
     # -- the worker thread -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -83,28 +95,29 @@ class DraftWorker:
         while (task := self._tasks.get()) is not None:
             kind, payload = task
             if error is not None:
-                if kind != "prefill":
+                if kind in ("propose", "tree"):
                     self._results.put(error)
                 continue
             try:
                 if kind == "prefill":
                     with self.stats.timed("draft"):
                         self.drafter.prefill(payload)
+                elif kind == "truncate":
+                    self.drafter.cache.truncate(payload)
                 elif kind == "propose":
-                    self._results.put(self.drafter.propose(payload, self.gamma))
+                    self._results.put(self.drafter.propose(*payload))
                 else:
                     window = self._rendezvous(*payload)
                     if window is not None:
                         self._results.put(window)
             except BaseException as e:  # handed to the target thread, which finishes alone
                 error = e
-                if kind != "prefill":
+                if kind in ("propose", "tree"):
                     self._results.put(e)
 
-    def _rendezvous(self, n: int, window: Window, message: ExitMessage) -> Window | None:
+    def _rendezvous(self, n: int, window: Window, message: ExitMessage, branches: int, depth: int) -> Window | None:
         acceptance = self._accepted / self._trials
-        tree = DraftTree(self.drafter, n, window, plan(window.tokens, message, self.max_branches, acceptance),
-                         self.gamma)
+        tree = DraftTree(self.drafter, n, window, plan(window.tokens, message, branches, acceptance), depth)
         self.stats.tree_branches += len(tree.active)
         chosen, pruned = None, False
         with self.stats.timed("draft_tree"):
@@ -127,42 +140,90 @@ class DraftWorker:
             return tree.adopt(chosen)
         self.stats.fallback_windows += 1
         tree.abandon(v.accepted)
-        return self.drafter.propose(v.committed, self.gamma)
+        return self.drafter.propose(v.committed, depth)
 
 
-def generate_mirror(target, worker: DraftWorker, seq, decoding, rand, stats, gamma: int, kappa: int):
+def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, stats, kappa: int, vocab_size: int,
+                    tree: "TreeBudget"):
+    """Mirror-SD steps. A model window comes from the worker (the tree's branch for what the
+    target decided, or a fresh proposal); a lookup window or a plain step needs no tree."""
     worker.prefill(seq.tokens)  # the draft reads the prompt while the target does
     first = prefill(target, seq, decoding, rand)
     yield first
-    if seq.done:
-        return
-    worker.propose(seq.tokens)
-    window, failed = _next_window(worker, stats)
+    ready, failed = None, False  # ready: the worker's window for the current committed tokens
     while not seq.done:
         n = len(seq.tokens)
-        window = window.head(seq.window_size(gamma))
+        started = time.perf_counter()
+        plan = planner.plan(seq.tokens, seq.window_size(planner.max_gamma))
+        if plan.source == "model" and failed:
+            plan = Plan("none", 0)
+        if plan.source == "model":
+            if ready is None:
+                worker.propose(seq.tokens, plan.gamma)
+                ready, failed = _next_window(worker, stats)
+            window = ready.head(plan.gamma)
+        else:
+            if ready is not None and not failed:
+                worker.forget(n)  # its rollout stays unverified
+            window = (Window(plan.tokens, [point_mass(t, vocab_size, decoding) for t in plan.tokens])
+                      if plan.source == "lookup" else Window())
+        ready = None
+        with_tree = plan.source == "model" and not failed
         hidden, message = target.prefix([seq.tokens[-1]] + window.tokens, kappa)
         stats.target_calls += 1
-        if not failed:
-            worker.tree(n, window, message)  # the early-exit message
+        if with_tree:
+            branches = tree.branches(len(window) + 1, stats)
+            worker.tree(n, window, message, branches, plan.gamma)  # the early-exit message
         out = target.suffix(hidden, decoding.greedy)
         accepted, token = verify(window, out, n, decoding, rand)
         target.truncate(n + accepted)
         stats.accepted_draft_tokens += accepted
         kept = seq.commit(window.tokens[:accepted] + [token])
-        if not failed:
+        if with_tree:
             worker.verdict(Verdict(accepted, token, list(seq.tokens), seq.done))
+            if not seq.done:
+                ready, failed = _next_window(worker, stats)
+        planner.observe(plan, len(window), accepted,
+                        overhead_ms=(time.perf_counter() - started) * 1000 - tree.target_ms(len(window) + 1))
         yield kept
-        if not seq.done and not failed:
-            window, failed = _next_window(worker, stats)
 
 
+class TreeBudget:
+    """How wide the draft tree may be: as many branches as finish within the target's suffix on
+    the draft's device (the cost curve), halved while reuse stays low."""
+
+    def __init__(self, curve, suffix_share: float, levels_per_token: float, max_branches: int):
+        self.curve, self.suffix_share, self.levels_per_token = curve, suffix_share, levels_per_token
+        self.max_branches = max_branches
+        self.chosen: list[int] = []
+
+    def target_ms(self, rows: int) -> float:
+        return self.curve.target(rows) if self.curve is not None else 0.0
+
+    def branches(self, rows: int, stats) -> int:
+        if self.curve is None or not self.curve.tree_ms:
+            chosen = self.max_branches
+        else:
+            budget = self.curve.target(rows) * self.suffix_share
+            levels = max(1.0, (rows - 1) * self.levels_per_token)
+            fits = [b for b in range(1, self.max_branches + 1) if levels * self.curve.tree_level(b) <= budget]
+            chosen = max(fits, default=1)
+            windows = stats.reused_windows + stats.fallback_windows
+            if windows >= LOW_REUSE_AFTER and stats.reused_windows < LOW_REUSE * windows:
+                chosen = max(1, chosen // 2)
+        self.chosen.append(chosen)
+        return chosen
+
+    def summary(self) -> dict:
+        return {"mean_branches": sum(self.chosen) / len(self.chosen) if self.chosen else 0.0}
+
+
+LOW_REUSE, LOW_REUSE_AFTER = 0.25, 8  # reuse below 25% after 8 trees: a narrower tree
 def _next_window(worker: DraftWorker, stats) -> tuple[Window, bool]:
     with stats.timed("wait"):
         try:
             return worker.window(), False
         except Exception as e:
             stats.draft_error = f"{type(e).__name__}: {e}"
-            print(f"mirror-ort: the draft failed ({stats.draft_error}); finishing with the target alone",
-                  file=sys.stderr)
+            log.warning("the draft failed (%s); finishing with the target alone", stats.draft_error)
             return Window(), True

@@ -3,20 +3,27 @@
     pipe = Pipeline.from_bundle("bundle/", draft_ep="qnn")
     result = pipe.generate("Why is the sky blue?", chat=True)
     for piece in pipe.stream("Tell me a story", chat=True): print(piece, end="")
+
+A Pipeline owns one set of sessions and caches, so it runs one generation at a time: calls
+from several threads wait their turn (a lock), and starting a second generation on the thread
+that is still consuming a stream is refused.
 """
 
+import json
+import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..bundle import Bundle
 from ..errors import MirrorError
+from ..generation import GenerationConfig
 from ..providers import ProviderChoice, create_session, parse_provider
 from .ar import generate_ar
+from .cost import CostCurve, cost_curve
 from .draft import Drafter
-from .mirror import DraftWorker, generate_mirror
+from .mirror import DraftWorker, TreeBudget, generate_mirror
 from .sampling import Decoding, Randomness
 from .sd import generate_sd
 from .sequence import Sequence
@@ -24,12 +31,10 @@ from .session import GraphSession
 from .stats import Stats
 from .target import FILLER_ROWS, Target
 from .tokenizer import Tokenizer
+from .window import WindowPlanner
 
-METHODS = ("mirror", "sd", "ar")
 DEFAULT_MAX_LENGTH = 2048
 TREE_CAPACITY = 1024  # draft cache positions reserved for the draft tree
-DEFAULT_GAMMA = 6
-DEFAULT_MAX_BRANCHES = 8
 
 
 @dataclass
@@ -41,25 +46,31 @@ class Result:
 
 class Pipeline:
     def __init__(self, bundle: Bundle, prefix: GraphSession, suffix: GraphSession, draft: GraphSession | None,
-                 tokenizer: Tokenizer, max_length: int):
+                 tokenizer: Tokenizer, max_length: int, threads: tuple = (None, None, None)):
         self.bundle, self.tokenizer, self.max_length = bundle, tokenizer, max_length
         self.prefix, self.suffix, self.draft = prefix, suffix, draft
         self._cached: list[int] = []  # tokens whose K/V the target caches hold, in order
         self.last_stats: dict | None = None
-        vocab_map = bundle.manifest["graphs"].get("draft", {}).get("vocab_map")
-        self.vocab_map = np.array(_read_json(bundle.path / vocab_map), dtype=np.int64) if vocab_map else None
+        self.defaults = bundle.manifest.generation  # what a call leaves unset
+        self._lock = threading.Lock()
+        self._curve: CostCurve | None = None
+        self.threads = threads
+        self._owner: int | None = None  # the thread running a generation
+        vocab_map = bundle.graph("draft").vocab_map if bundle.has_draft else None
+        self.vocab_map = _vocab_map(bundle, vocab_map) if vocab_map else None
 
     @classmethod
     def from_bundle(cls, path, target_ep: str | ProviderChoice = "cpu", draft_ep: str | ProviderChoice = "cpu",
                     target_threads: int | None = None, draft_threads: int | None = None,
                     max_length: int | None = None, allow_cpu_fallback: bool = False, load_draft: bool = True,
-                    spin: bool | None = None):
+                    spin: bool | None = None, verify: bool = True):
         """Sessions for every graph of the bundle on the chosen providers.
 
         ``spin`` sets ONNX Runtime's intra-op spin-waiting (None: its default); turn it
-        off when the target and the draft share the same cores.
+        off when the target and the draft share the same cores. ``verify=False`` skips the
+        sha256 check of the bundle's files (for a bundle checked already).
         """
-        bundle = Bundle.load(path)
+        bundle = path if isinstance(path, Bundle) else Bundle.load(path, verify=verify)
         target_ep = parse_provider(target_ep) if isinstance(target_ep, str) else target_ep
         draft_ep = parse_provider(draft_ep) if isinstance(draft_ep, str) else draft_ep
         limit = bundle.max_length - FILLER_ROWS  # positions for the filler row of a one-token target call
@@ -79,7 +90,7 @@ class Pipeline:
             static = bundle.graph("draft").static  # a static draft's capacity is fixed by its graph
             draft = session("draft", draft_ep, draft_threads,
                             static["capacity"] if static else max_length + TREE_CAPACITY)
-        return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length)
+        return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length, (target_threads, draft_threads, spin))
 
     def forget(self) -> None:
         """Drop the prompt cache: the next generation prefills its whole prompt."""
@@ -116,18 +127,48 @@ class Pipeline:
         Stats are final once it is closed or exhausted (``stats.as_dict()``)."""
         yield from self._run(prompt, **kwargs)
 
-    def _run(self, prompt, messages=None, chat=False, method="mirror", max_new_tokens=128, temperature=0.0,
-             top_p=1.0, top_k=0, seed=0, gamma=DEFAULT_GAMMA, kappa=None, max_branches=DEFAULT_MAX_BRANCHES):
-        if method not in METHODS:
-            raise MirrorError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-        if method != "ar" and self.draft is None:
-            raise MirrorError(f"method {method} needs a draft but the bundle has none: use --method ar or export with --draft")
-        kappa = kappa or self.bundle.kappa
-        if not 1 <= kappa <= self.bundle.kappa:
-            raise MirrorError(f"--kappa {kappa} is outside 1..{self.bundle.kappa} (the bundle's exported kappa)")
-        if gamma < 1 or gamma * (max_branches + 1) + gamma > TREE_CAPACITY or max_branches < 1:
-            raise MirrorError(f"--gamma {gamma} with --max-branches {max_branches} is out of range "
-                              f"(gamma >= 1, max_branches >= 1, gamma * (max_branches + 2) <= {TREE_CAPACITY})")
+    def settings(self, **changes) -> GenerationConfig:
+        """The bundle's defaults with ``changes`` (None: keep the default), checked against this bundle."""
+        config = self.defaults.updated(**changes)
+        source = self.draft_source(config)
+        if config.method != "ar" and source in ("model", "both") and self.draft is None:
+            raise MirrorError(f"--draft {config.draft} needs the bundle's draft model but it has none: "
+                              "use --draft lookup, --method ar, or export with --draft")
+        if config.kappa is not None and config.kappa > self.bundle.kappa:
+            raise MirrorError(f"--kappa {config.kappa} is outside 1..{self.bundle.kappa} (the bundle's exported kappa)")
+        if config.max_gamma * (config.max_branches + 2) > TREE_CAPACITY:
+            raise MirrorError(f"--gamma {config.gamma} with --max-branches {config.max_branches} is out of range "
+                              f"(gamma * (max_branches + 2) <= {TREE_CAPACITY})")
+        return config
+
+    def draft_source(self, config: GenerationConfig) -> str:
+        """What proposes windows: ``auto`` is the model draft and prompt lookup together, or lookup alone
+        for a bundle without a draft."""
+        if config.draft != "auto":
+            return config.draft
+        return "both" if self.draft is not None else "lookup"
+
+    def cost_curve(self, refresh: bool = False) -> CostCurve:
+        """What a step costs on these sessions (measured once, cached: ``runtime/cost.py``)."""
+        if self._curve is None or refresh:
+            self._curve = cost_curve(self, refresh=refresh)
+        return self._curve
+
+    def _run(self, prompt, messages=None, chat=False, **changes):
+        config = self.settings(**changes)  # checked before anything runs
+        if self._owner == threading.get_ident():
+            raise MirrorError("this Pipeline is still streaming a generation on this thread: finish or close "
+                              "that stream before starting another")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield from self._generation(prompt, messages, chat, config)
+            finally:
+                self._owner = None
+
+    def _generation(self, prompt, messages, chat, config: GenerationConfig):
+        method, gamma, max_branches = config.method, config.max_gamma, config.max_branches
+        kappa = config.kappa or self.bundle.kappa
         tokens = self.encode(prompt, messages, chat)
         if not tokens:
             raise MirrorError("the prompt is empty: pass --prompt, --prompt-file or text on stdin")
@@ -135,26 +176,37 @@ class Pipeline:
             raise MirrorError(f"the prompt has {len(tokens)} tokens but the capacity is {self.max_length}: "
                               "shorten it or raise --max-length")
         max_length = self._usable_length(method, gamma, max_branches, len(tokens))
-        decoding = Decoding(temperature, top_p, top_k, seed)
-        rand = Randomness(seed, self.max_length + 1)
-        seq = Sequence(tokens, max_new_tokens, self.bundle.eos_token_ids, max_length)
+        curve = self.cost_curve() if config.auto_gamma and method != "ar" else None  # before the prompt cache is read
+        decoding = Decoding(config.temperature, config.top_p, config.top_k, config.seed)
+        rand = Randomness(config.seed, self.max_length + 1)
+        seq = Sequence(tokens, config.max_new_tokens, self.bundle.eos_token_ids, max_length)
         stats = Stats(method=method, target_ep=self.prefix.provider, prompt_tokens=len(tokens),
                       draft_ep=self.draft.provider if self.draft and method != "ar" else None)
         target = Target(self.prefix, self.suffix, stats)
         # Prompt cache: K/V of the previous sequence's common prefix stay (a chat's history).
         stats.cached_prompt_tokens = _common_prefix(self._cached, tokens[:-1])
         target.truncate(stats.cached_prompt_tokens)
-        worker = None
+        worker = planner = budget = None
         if method == "ar":
             steps = generate_ar(target, seq, decoding, rand, stats)
         else:
-            self.draft.cache.length = 0
-            drafter = Drafter(self.draft, decoding, rand, self.bundle.vocab_size, stats, self.vocab_map)
-            if method == "sd":
-                steps = generate_sd(target, drafter, seq, decoding, rand, stats, gamma)
+            source = self.draft_source(config)
+            streams = self.draft.spec.streams if self.draft is not None else 0
+            planner = WindowPlanner(source, None if config.auto_gamma else config.gamma, gamma, curve, 1 + streams,
+                                    follow_timing=decoding.greedy)
+            drafter = None
+            if self.draft is not None:
+                self.draft.cache.length = 0
+                drafter = Drafter(self.draft, decoding, rand, self.bundle.vocab_size, stats, self.vocab_map)
+            if method == "sd" or drafter is None:
+                steps = generate_sd(target, drafter, planner, seq, decoding, rand, stats, self.bundle.vocab_size)
             else:
-                worker = DraftWorker(drafter, gamma, max_branches)
-                steps = generate_mirror(target, worker, seq, decoding, rand, stats, gamma, kappa)
+                model = self.bundle.manifest.model
+                budget = TreeBudget(curve, (model.num_layers - self.bundle.exit_layer) / model.num_layers,
+                                    1 / (1 + streams), max_branches)
+                worker = DraftWorker(drafter)
+                steps = generate_mirror(target, worker, planner, seq, decoding, rand, stats, kappa,
+                                        self.bundle.vocab_size, budget)
         start = time.perf_counter()
         try:
             for new in steps:
@@ -165,6 +217,9 @@ class Pipeline:
             if worker is not None:
                 worker.close()
             stats.seconds["total"] = time.perf_counter() - start
+            if planner is not None:
+                stats.speculation = {**planner.summary(), **(budget.summary() if budget else {}),
+                                     "cost_curve": curve.as_dict() if curve else None}
             self._cached = seq.tokens[:target.length]
 
 
@@ -172,7 +227,7 @@ class Pipeline:
         """The longest sequence this generation may reach. A static draft's cache is fixed at its
         exported capacity C, which must also hold the draft's window (sd) or tree (mirror:
         at most gamma * (max_branches + 2) positions) beyond the committed tokens."""
-        if method == "ar" or not self.draft.static:
+        if method == "ar" or self.draft is None or not self.draft.static:
             return self.max_length
         reserve = gamma * (max_branches + 2) if method == "mirror" else gamma
         usable = min(self.max_length, self.draft.capacity - reserve)
@@ -191,7 +246,14 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def _read_json(path: Path):
-    import json
-
-    return json.loads(Path(path).read_text())
+def _vocab_map(bundle: Bundle, name: str) -> np.ndarray:
+    """The reduced-vocabulary draft's target ids, checked against the target's vocabulary."""
+    path = bundle.file(name)
+    try:
+        ids = np.array(json.loads(path.read_text()), dtype=np.int64)
+    except (OSError, ValueError, TypeError) as e:
+        raise MirrorError(f"{path} is not a list of token ids ({str(e)[:80]}): re-export the bundle") from None
+    if ids.ndim != 1 or not len(ids) or ids.min() < 0 or ids.max() >= bundle.vocab_size:
+        raise MirrorError(f"{path} holds ids outside the target's vocabulary of {bundle.vocab_size}: "
+                          "re-export the bundle")
+    return ids

@@ -99,6 +99,15 @@ def verify_sampled(window: list[int], q: list[np.ndarray], p: np.ndarray, start:
     return last, draw(p[last], rand(Randomness.TARGET, start + last))
 
 
+def point_mass(token: int, vocab_size: int | None, decoding: Decoding) -> np.ndarray | None:
+    """The proposal distribution of a guessed token (prompt lookup): all mass on it. None when greedy."""
+    if decoding.greedy:
+        return None
+    q = np.zeros(vocab_size)
+    q[token] = 1.0
+    return q
+
+
 def verify(window, target_out: np.ndarray, start: int, decoding: Decoding, rand: Randomness) -> tuple[int, int]:
     """Accepted length and next token for a window, from the suffix's next ids (greedy) or logits."""
     if decoding.greedy:

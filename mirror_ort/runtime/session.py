@@ -39,9 +39,11 @@ class GraphSession:
         self._static_inputs: dict[str, np.ndarray] | None = None
         self._provider = _provider(session)
         self.binding = session.io_binding()
-        self.first_input = spec.input_names[0]  # input_ids or hidden
+        self.first_input = spec.name(spec.first_input)  # input_ids, or hidden for the suffix
         self.kv_slots = spec.kv_slots  # built once: the draft's run binds them on every call
-        self._outputs = {v["name"]: v for v in spec.outputs if not v["name"].startswith("present.")}
+        presents = {present for *_, present in self.kv_slots}
+        self._outputs = {v.name: v for v in spec.outputs if v.name not in presents}
+        self._inputs = {k: spec.name(k) for k in RUNTIME_INPUTS}
         self._buffers: dict[str, np.ndarray] = {}
         self._all_rows = np.arange(capacity, dtype=np.int64)
 
@@ -62,8 +64,14 @@ class GraphSession:
         """Score ``seq`` new positions on top of ``past`` cached ones (default: all of them),
         with the head on ``head_rows`` of them (default: all).
 
+        ``outputs`` and the returned keys are the manifest's logical names (``GraphSpec.names``).
         Returns views of reusable buffers: copy what must outlive the next call.
         """
+        names = {self.spec.name(o): o for o in outputs}
+        result = self._run(first, position_ids, attention_mask, head_rows, past, tuple(names))
+        return {names[name]: value for name, value in result.items()}
+
+    def _run(self, first, position_ids, attention_mask, head_rows, past, outputs) -> dict[str, np.ndarray]:
         seq = position_ids.shape[1]
         rows = self._all_rows[:seq] if head_rows is None else head_rows
         past = self.cache.length if past is None else past
@@ -125,7 +133,7 @@ class GraphSession:
         inputs = self._static_inputs
         if inputs is None or inputs["first"].dtype != first.dtype:
             inputs = self._bind_static_inputs(first)
-        ids, pos, mask, rows = (inputs[k] for k in ("first", "position_ids", "attention_mask", "head_rows"))
+        ids, pos, mask, rows = (inputs[k] for k in ("first", *RUNTIME_INPUTS))
         b = self.binding
         pad = np.arange(w)
         result: dict[str, np.ndarray] = {}
@@ -169,9 +177,8 @@ class GraphSession:
                   "attention_mask": np.zeros((1, 1, w, c + w), dtype=np.float32),
                   "head_rows": np.zeros(w, dtype=np.int64)}
         self._bind_input(self.first_input, inputs["first"])
-        self._bind_input("head_rows", inputs["head_rows"])
-        self._bind_input("position_ids", inputs["position_ids"])
-        self._bind_input("attention_mask", inputs["attention_mask"])
+        for logical in RUNTIME_INPUTS:
+            self._bind_input(self._inputs[logical], inputs[logical])
         for layer, kind, past_name, _ in self.kv_slots:
             self._bind_input(past_name, self.cache.rows(layer, kind, 0, c))
         self._static_inputs = inputs
@@ -180,17 +187,15 @@ class GraphSession:
     def static_feeds(self) -> dict[str, np.ndarray]:
         """Copies of what a static graph's next run reads, by input name (QDQ calibration data)."""
         inputs, c = self._static_inputs, self.static["capacity"]
-        feeds = {self.first_input: inputs["first"].copy(), **{k: inputs[k].copy() for k in RUNTIME_INPUTS}}
+        feeds = {self.first_input: inputs["first"].copy(), **{self._inputs[k]: inputs[k].copy() for k in RUNTIME_INPUTS}}
         for layer, kind, past_name, _ in self.kv_slots:
             feeds[past_name] = self.cache.rows(layer, kind, 0, c).copy()
         return feeds
 
     def _bind_window(self, first, position_ids, attention_mask, rows) -> None:
         """A dynamic graph's per-call inputs: the new positions and the head rows."""
-        self._bind_input(self.first_input, first)
-        self._bind_input("position_ids", position_ids)
-        self._bind_input("attention_mask", attention_mask)
-        self._bind_input("head_rows", rows)
+        for name, array in zip((self.first_input, *self._inputs.values()), (first, position_ids, attention_mask, rows)):
+            self._bind_input(name, array)
 
     def _bind_input(self, name: str, array: np.ndarray) -> None:
         self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
@@ -202,15 +207,15 @@ class GraphSession:
 
     def _output_buffer(self, name: str, rows: int, seq: int) -> np.ndarray:
         """The buffer for a dynamic graph's output: one row per head row or per new position."""
-        return self._buffer(name, rows if self._outputs[name]["shape"][1] == "rows" else seq)
+        return self._buffer(name, rows if self._outputs[name].shape[1] == "rows" else seq)
 
     def _buffer(self, name: str, seq: int) -> np.ndarray:
         """A [1, seq, ...] view of a buffer that grows to the longest window seen."""
         spec = self._outputs[name]
-        tail = [d for d in spec["shape"][2:]]
+        tail = list(spec.shape[2:])
         buf = self._buffers.get(name)
         if buf is None or buf.shape[1] < seq:
-            buf = np.empty([1, max(seq, 8)] + tail, dtype=_NUMPY[spec["dtype"]])
+            buf = np.empty([1, max(seq, 8)] + tail, dtype=_NUMPY[spec.dtype])
             self._buffers[name] = buf
         return buf[:, :seq]
 
@@ -231,7 +236,7 @@ RUNTIME_INPUTS = ("position_ids", "attention_mask", "head_rows")
 
 def _check_io(spec: GraphSpec, session: ort.InferenceSession) -> None:
     """Refuse a bundle whose manifest does not describe its graph, or that this runtime cannot drive."""
-    missing = [name for name in RUNTIME_INPUTS if name not in spec.input_names]
+    missing = [spec.name(name) for name in RUNTIME_INPUTS if spec.name(name) not in spec.input_names]
     if missing:
         raise MirrorError(f"{spec.path.name} lacks the input {missing[0]!r} this mirror-ort needs "
                           "(exported by an older version): re-export the bundle")

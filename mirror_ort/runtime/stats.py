@@ -22,6 +22,7 @@ class Stats:
     fallback_windows: int = 0      # ... not found: drafted afresh
     tree_branches: int = 0
     draft_error: str | None = None
+    speculation: dict | None = None  # the windows chosen (runtime/window.py), the tree's width, the cost curve
     seconds: dict = field(default_factory=lambda: {k: 0.0 for k in (
         "prefill", "prefix", "suffix", "draft", "draft_tree", "wait", "total")})
 

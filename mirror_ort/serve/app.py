@@ -9,6 +9,7 @@ pipeline finds (a MirrorError) still gets its status; after that, errors are err
 """
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..runtime.pipeline import DEFAULT_GAMMA, DEFAULT_MAX_BRANCHES
+from ..generation import METHODS
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .responses import Reply, sse
@@ -30,8 +31,6 @@ from .schema import ServedModel, parse_chat, parse_completion, parse_json
 
 log = logging.getLogger("mirror_ort.serve")
 PARSERS = {"chat": parse_chat, "completion": parse_completion}
-DEFAULTS = {"method": "mirror", "max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0,
-            "gamma": DEFAULT_GAMMA, "kappa": None, "max_branches": DEFAULT_MAX_BRANCHES}  # as `mirror-ort run`'s
 ENDPOINTS = "/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics"
 SHUTTING_DOWN = ApiError(503, "the server is shutting down and cancelled this request: retry on another replica or "
                          "later", type="server_error", code="shutting_down")
@@ -39,8 +38,9 @@ SHUTTING_DOWN = ApiError(503, "the server is shutting down and cancelled this re
 
 def create_app(pipeline, *, model_name: str, defaults: dict | None = None, api_key: str | None = None,
                queue_size: int = 16, request_timeout: float = 300.0) -> Starlette:
-    """``defaults`` overrides DEFAULTS: the decoding options of requests that leave them out."""
-    service = _Service(pipeline, model_name, {**DEFAULTS, **(defaults or {})}, queue_size, request_timeout)
+    """``defaults``: decoding options of requests that leave them out (``Pipeline.settings`` names; a
+    missing or None one is the bundle's own default)."""
+    service = _Service(pipeline, model_name, defaults or {}, queue_size, request_timeout)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -64,12 +64,12 @@ def create_app(pipeline, *, model_name: str, defaults: dict | None = None, api_k
 
 class _Service:
     def __init__(self, pipeline, model_name: str, defaults: dict, queue_size: int, request_timeout: float):
-        self.model = ServedModel(model_name, pipeline.tokenizer, pipeline.max_length, pipeline.bundle.vocab_size,
-                                 defaults)
-        self.facts = {"max_length": pipeline.max_length, "kappa": pipeline.bundle.kappa,
-                      "target_ep": pipeline.prefix.provider,
-                      "draft_ep": pipeline.draft.provider if pipeline.draft else None,
-                      "methods": ["ar"] + (["sd", "mirror"] if pipeline.draft else []), "defaults": defaults}
+        bundle = pipeline.bundle
+        self.model = ServedModel(model_name, pipeline.tokenizer, pipeline.max_length, bundle.vocab_size,
+                                 bool(bundle.manifest.tokenizer.chat_template), defaults, pipeline.settings)
+        self.facts = {"max_length": pipeline.max_length, "kappa": bundle.kappa, "target_ep": pipeline.prefix.provider,
+                      "draft_ep": pipeline.draft.provider if pipeline.draft else None, "methods": list(METHODS),
+                      "defaults": dataclasses.asdict(pipeline.settings(**defaults))}
         self.created = int(time.time())
         self.metrics = Metrics()
         self.scheduler = Scheduler(pipeline, queue_size, self.metrics)

@@ -127,7 +127,7 @@ class Scheduler:
         generation.started = True
         queue_seconds = time.perf_counter() - generation.arrived
         request, pipe = generation.request, self.pipeline
-        text = TextStream(pipe.tokenizer, pipe.bundle.eos_token_ids, request.stop)
+        text = TextStream(pipe.tokenizer, pipe.tokenizer.eos_token_ids, request.stop)
         stats = None
         try:
             with closing(pipe.steps(request.tokens, **request.decoding)) as steps:

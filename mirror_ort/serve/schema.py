@@ -1,20 +1,24 @@
 """Request bodies of ``/v1/chat/completions`` and ``/v1/completions``: types, ranges, the prompt's tokens.
 
 Every check raises an ApiError (400) naming the field, so a bad request never reaches the pipeline
-as a Python exception. Ranges the pipeline knows better (``gamma`` with ``max_branches``, ``kappa``
-against the bundle) are left to it: its MirrorError becomes a 400 with its own message.
+as a Python exception. Decoding values are held to ``GenerationConfig``'s own types and rules,
+under the request's names (``max_tokens`` for ``max_new_tokens``); what depends on the bundle
+(``gamma`` with ``max_branches``, ``kappa``, a draft) is checked by ``Pipeline.settings``, whose
+MirrorError becomes a 400 with its message. All of it happens before the request is queued.
 """
 
 import json
 from dataclasses import dataclass, field
 
-import jinja2
-
 from ..errors import MirrorError
-from ..runtime.pipeline import METHODS
+from ..generation import GenerationConfig
 from .errors import ApiError, invalid
 
 MAX_STOP_SEQUENCES = 4
+# Decoding settings a request may set, by their name in the request (OpenAI's, then mirror-ort's own).
+SETTINGS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed",
+            "method": "method", "gamma": "gamma", "kappa": "kappa", "max_branches": "max_branches", "top_k": "top_k",
+            "draft": "draft"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # OpenAI fields that would change what is generated and that this server does not implement: a
 # request that sets one gets a 400 rather than an answer that silently ignores it.
@@ -39,13 +43,16 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """What validation needs to know of the loaded bundle; ``defaults`` are the server's decoding options."""
+    """What validation needs to know of the loaded bundle. ``defaults``: the server's decoding options
+    (None: the bundle's); ``settings``: ``Pipeline.settings``, which checks them against the bundle."""
 
     name: str
     tokenizer: object  # mirror_ort.runtime.tokenizer.Tokenizer
     capacity: int
     vocab_size: int
+    has_chat_template: bool
     defaults: dict
+    settings: object
 
 
 def parse_json(raw: bytes) -> dict:
@@ -63,14 +70,13 @@ def parse_json(raw: bytes) -> dict:
 def parse_chat(body: dict, model: ServedModel) -> GenerationRequest:
     _check_common(body, model.name)
     messages = _messages(body.get("messages"))
+    if not model.has_chat_template:
+        raise invalid("messages", "this bundle has no chat template: send a plain prompt to /v1/completions",
+                      code="no_chat_template")
     try:
         tokens = model.tokenizer.chat(messages)
-    except MirrorError:
-        raise invalid("messages", "this bundle has no chat template: send a plain prompt to /v1/completions",
-                      code="no_chat_template") from None
-    except jinja2.TemplateError as e:
-        raise invalid("messages", f"the bundle's chat template rejected the messages: {' '.join(str(e).split())}") \
-            from None
+    except MirrorError as e:  # the template refused this conversation
+        raise invalid("messages", " ".join(str(e).split())) from None
     return _request("chat", body, tokens, model, "messages")
 
 
@@ -115,29 +121,22 @@ def _check_common(body: dict, model: str) -> None:
 
 
 def _request(kind: str, body: dict, tokens: list[int], model: ServedModel, prompt_param: str):
-    defaults, capacity = model.defaults, model.capacity
+    capacity = model.capacity
     if not tokens:
         raise invalid(prompt_param, "the prompt is empty: send some text")
     if len(tokens) >= capacity:
         raise invalid(prompt_param, f"the prompt has {len(tokens)} tokens but the capacity is {capacity}: shorten "
                       "it or start the server with a larger --max-length", code="context_length_exceeded")
-    max_tokens = _integer(body, "max_completion_tokens", None, minimum=0) if kind == "chat" else None
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", defaults["max_new_tokens"], minimum=0)
-    method = body.get("method", defaults["method"])
-    if method not in METHODS:
-        raise invalid("method", f"'method' must be one of {', '.join(METHODS)}, got {json.dumps(method)}")
-    decoding = {
-        "method": method,
-        "max_new_tokens": max_tokens,
-        "temperature": _number(body, "temperature", defaults["temperature"], minimum=0.0),
-        "top_p": _top_p(body, defaults["top_p"]),
-        "top_k": _integer(body, "top_k", defaults["top_k"], minimum=0),
-        "seed": _integer(body, "seed", defaults["seed"], minimum=0),
-        "gamma": _integer(body, "gamma", defaults["gamma"], minimum=1),
-        "kappa": _integer(body, "kappa", defaults["kappa"], minimum=1),
-        "max_branches": _integer(body, "max_branches", defaults["max_branches"], minimum=1),
-    }
+    decoding = {}
+    for name, setting in SETTINGS.items():
+        if name == "max_tokens" and kind == "chat" and body.get("max_completion_tokens") is not None:
+            name = "max_completion_tokens"  # the newer name of max_tokens wins
+        value = _setting(body.get(name), name, setting)
+        decoding[setting] = value if value is not None else model.defaults.get(setting)
+    try:
+        model.settings(**decoding)
+    except MirrorError as e:
+        raise ApiError(400, str(e)) from None
     stream = _boolean(body, "stream", False)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
@@ -210,22 +209,23 @@ def _integer(body: dict, name: str, default, minimum: int):
     return value
 
 
-def _number(body: dict, name: str, default, minimum: float) -> float:
-    value = body.get(name)
+def _setting(value, name: str, setting: str):
+    """A decoding value held to GenerationConfig's type and rule for ``setting``; None if not given."""
     if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(name, f"'{name}' must be a number, got {_kind(value)}", code="invalid_type")
-    if not value >= minimum:
-        raise invalid(name, f"'{name}' must be >= {minimum:g}, got {value}")
-    return float(value)
+        return None
+    kind = GenerationConfig.TYPES.get(setting, int)
+    numeric = kind is float and isinstance(value, (int, float))
+    if isinstance(value, bool) or not (numeric or isinstance(value, kind)):
+        raise invalid(name, f"'{name}' must be {KINDS.get(kind, 'an integer')}, got {_kind(value)}",
+                      code="invalid_type")
+    ok, rule = GenerationConfig.RULES[setting]
+    if not ok(value):
+        raise invalid(name, f"'{name}' is {json.dumps(value)}: it {rule}" if rule.startswith("must") else
+                      f"'{name}' is {json.dumps(value)}: {rule}")
+    return float(value) if kind is float else value
 
 
-def _top_p(body: dict, default: float) -> float:
-    value = _number(body, "top_p", default, minimum=0.0)
-    if not 0.0 < value <= 1.0:
-        raise invalid("top_p", f"'top_p' must be in (0, 1], got {value:g}")
-    return value
+KINDS = {float: "a number", str: "a string", (int, str): "an integer or \"auto\"", (int, type(None)): "an integer"}
 
 
 def _boolean(body: dict, key: str, default: bool, name: str | None = None) -> bool:

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from ..errors import MirrorError
-from ..export.architectures import arch_spec
-from ..export.split import Draft
-from ..export.streams import StreamHeads
+from .architectures import arch_spec
+from .split import Draft
+from .streams import StreamHeads
 
 DRAFT_FACTS = "draft.json"
 DRAFT_WEIGHTS = "draft.safetensors"

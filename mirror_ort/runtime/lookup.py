@@ -1,0 +1,38 @@
+"""Prompt-lookup drafting: the window is what followed the last n-gram's earlier occurrence.
+
+Summaries, extraction and reading tasks copy spans of their input, and code and lists repeat
+themselves: if the last ``n`` committed tokens appeared before (in the prompt or the text so
+far), the tokens that followed them then are a free guess at what follows now (no model call).
+The longest n-gram (``MAX_NGRAM`` down to ``MIN_NGRAM``) with the most recent earlier match wins.
+The guess is verified like any draft window, so the output stays the target's; as a sampling
+proposal it is a point mass (q = 1 on the guessed token).
+"""
+
+import numpy as np
+
+MAX_NGRAM = 4
+MIN_NGRAM = 2
+LONG_MATCH = 3  # a match at least this long goes before the model draft when both can propose
+
+
+class PromptLookup:
+    def __init__(self, max_ngram: int = MAX_NGRAM, min_ngram: int = MIN_NGRAM):
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, tokens: list[int], limit: int) -> tuple[list[int], int]:
+        """Up to ``limit`` tokens after the latest earlier match of the longest suffix n-gram of
+        ``tokens``, and that n (0 and no tokens when nothing matches)."""
+        if limit <= 0 or len(tokens) < self.min_ngram + 1:
+            return [], 0
+        seq = np.asarray(tokens)
+        for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
+            pattern = seq[-n:]
+            # windows ending before the suffix itself: starts 0 .. len - n - 1
+            windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)
+            hits = np.flatnonzero((windows == pattern).all(axis=1))
+            if hits.size:
+                start = int(hits[-1]) + n
+                follow = tokens[start:start + limit]
+                if follow:
+                    return follow, n
+        return [], 0

@@ -1,0 +1,179 @@
+"""How long a draft window to verify: chosen each step to maximise committed tokens per second.
+
+A window of g draft tokens commits A + 1 tokens (A accepted, then the target's own), where A is
+the accepted prefix. With a_j the chance that position j is accepted given all before it were,
+    E[tokens | g] = 1 + a_0 + a_0 a_1 + ... + a_0 ... a_{g-1}
+and the step costs the target's time for g + 1 rows (measured: ``cost.CostCurve``) plus the
+draft's: ceil(g / tokens_per_call) serial draft calls, or, in Mirror-SD, what the draft added
+to the step as measured. g = 0 is a plain target step, so when nothing pays the method decodes
+like ``ar`` and costs no more. The a_j are running estimates per window position (the stream
+heads' later positions are worse than the main head's first): counts that fade (``DECAY`` per
+observation, so the estimate follows the text), shrunk towards the position before (a position
+not tried yet is expected to do as its predecessor does, until it is tried). So the controller
+adapts to the draft, the text and the device; every ``PROBE_EVERY`` steps it tries one token
+more than pays, so that a position the estimates gave up on (a draft that starts to agree in a
+repetitive passage, a stream head better than it first looked) is measured again.
+
+With greedy decoding the output never depends on the windows, so the controller also follows
+the draft's cost as measured step by step (and, in Mirror-SD, what waiting for the draft added).
+When sampling, a seed must reproduce its run, so the decisions follow only the cost curve
+measured once for the machine and the acceptance counts, which the tokens determine.
+
+``best_window`` is the pure decision; ``WindowController`` keeps the estimates.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+PROBE_EVERY = 16  # steps between windows one token longer than the estimates choose
+PRIOR = 0.5  # the first position's acceptance before any evidence
+SHRINK = 2.0  # weight, in observations, of the position before as the prior of a position
+DECAY = 0.98  # fading of the acceptance counts per observation (a memory of about 50)
+EMA = 0.2  # weight of the newest measurement in the running draft-cost estimates
+
+
+def expected_tokens(acceptance: list[float], gamma: int) -> float:
+    """E[committed tokens] for a window of ``gamma`` given per-position acceptance."""
+    total, reach = 1.0, 1.0
+    for j in range(gamma):
+        reach *= acceptance[j]
+        total += reach
+    return total
+
+
+def best_window(acceptance: list[float], target_ms, draft_ms_per_call: float, tokens_per_call: int,
+                max_gamma: int, overhead_ms: float = 0.0) -> int:
+    """The window length in 0..max_gamma with the most expected tokens per millisecond.
+
+    ``target_ms(rows)``: the target's time to score that many rows; ``overhead_ms``: what a
+    speculative step costs beyond the target and the serial draft calls (Mirror-SD's waits)."""
+    def rate(g: int) -> float:
+        if g == 0:
+            return 1.0 / target_ms(1)
+        calls = math.ceil(g / tokens_per_call)
+        return expected_tokens(acceptance, g) / (target_ms(g + 1) + calls * draft_ms_per_call + overhead_ms)
+    return max(range(max_gamma + 1), key=lambda g: (rate(g), -g))
+
+
+@dataclass
+class WindowController:
+    """``gamma='auto'``: per-position acceptance counts, the draft's measured cost, the choice."""
+
+    target_ms: object  # rows -> ms (cost.CostCurve.target)
+    draft_ms_per_call: float
+    tokens_per_call: int
+    max_gamma: int
+    follow_timing: bool = True  # update the draft's cost from what each step measured (greedy only)
+    accepted: list[float] = field(default_factory=list)
+    trials: list[float] = field(default_factory=list)
+    overhead_ms: float = 0.0
+    steps: int = 0
+    chosen: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.accepted = [0.0] * self.max_gamma
+        self.trials = [0.0] * self.max_gamma
+
+    @property
+    def acceptance(self) -> list[float]:
+        out, before = [], PRIOR
+        for a, t in zip(self.accepted, self.trials):
+            before = (a + SHRINK * before) / (t + SHRINK)
+            out.append(before)
+        return out
+
+    def choose(self, room: int) -> int:
+        """The window for this step (at most ``room``: the tokens the sequence may still take - 1)."""
+        limit = min(self.max_gamma, room)
+        gamma = best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
+                            self.overhead_ms) if limit > 0 else 0
+        self.steps += 1
+        if self.steps % PROBE_EVERY == 0:  # look one position further than the estimates say pays
+            gamma = min(gamma + 1, limit)
+        self.chosen.append(gamma)
+        return gamma
+
+    def observe(self, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
+                overhead_ms: float | None = None) -> None:
+        """After verification: positions 0..accepted-1 were accepted, position ``accepted`` (if proposed) was not."""
+        for j in range(min(proposed, accepted + 1)):
+            self.trials[j] = DECAY * self.trials[j] + 1
+            self.accepted[j] = DECAY * self.accepted[j] + (j < accepted)
+        if not self.follow_timing:
+            return
+        if draft_ms_per_call is not None:
+            self.draft_ms_per_call += EMA * (draft_ms_per_call - self.draft_ms_per_call)
+        if overhead_ms is not None:
+            self.overhead_ms += EMA * (max(overhead_ms, 0.0) - self.overhead_ms)
+
+    def summary(self) -> dict:
+        steps = len(self.chosen)
+        return {"mean_gamma": sum(self.chosen) / steps if steps else 0.0,
+                "plain_steps": sum(1 for g in self.chosen if g == 0),
+                "acceptance": [round(a, 3) for a in self.acceptance],
+                "draft_ms_per_call": round(self.draft_ms_per_call, 3), "overhead_ms": round(self.overhead_ms, 3)}
+
+
+@dataclass
+class Plan:
+    source: str  # "model", "lookup" or "none" (a plain target step)
+    gamma: int  # window length wanted from the model draft (source "model")
+    tokens: list[int] = field(default_factory=list)  # the lookup window (source "lookup")
+
+
+class WindowPlanner:
+    """Where each step's window comes from and how long it is.
+
+    ``draft``: "model", "lookup" or "both". With both, a long lookup match (``LONG_MATCH``
+    tokens of n-gram) goes first, since it costs no draft call; else the model draft; and a
+    step that verifies no model window still verifies a lookup guess when there is one: the
+    target scores at least two rows anyway (``target.py``), so the guess rides in the row that
+    would have been filler. Fixed ``gamma``: every model window is that long. ``gamma="auto"``:
+    ``WindowController`` per source."""
+
+    def __init__(self, draft: str, gamma: int | None, max_gamma: int, curve, tokens_per_call: int,
+                 follow_timing: bool = True):
+        from .lookup import LONG_MATCH, PromptLookup
+
+        self.draft, self.gamma, self.long_match = draft, gamma, LONG_MATCH
+        self.lookup = PromptLookup() if draft in ("lookup", "both") else None
+        target_ms = curve.target if curve is not None else (lambda rows: 1.0)
+        self.model = (WindowController(target_ms, curve.draft_ms or 0.0, tokens_per_call, max_gamma, follow_timing)
+                      if gamma is None and draft in ("model", "both") else None)
+        self.looked = (WindowController(target_ms, 0.0, max_gamma, max_gamma, follow_timing)
+                       if gamma is None and self.lookup else None)
+        self.max_gamma = max_gamma
+        self.model_windows: list[int] = []  # per step where the model draft could propose: its window (0: none)
+
+    def plan(self, tokens: list[int], room: int) -> Plan:
+        """``room``: the most draft tokens this step may verify (the sequence's limits)."""
+        limit = min(room, self.max_gamma)
+        guess, n = self.lookup.propose(tokens, limit) if self.lookup else ([], 0)
+        if guess and (self.draft == "lookup" or n >= self.long_match):
+            length = max(self.looked.choose(len(guess)), 1) if self.looked else len(guess)
+            if self.looked:
+                self.looked.chosen[-1] = length  # at least the guess that rides in the filler row
+            return Plan("lookup", 0, guess[:length])
+        if self.draft in ("model", "both"):
+            gamma = self.model.choose(limit) if self.model else min(self.gamma, limit)
+            self.model_windows.append(gamma)
+            if gamma:
+                return Plan("model", gamma)
+        if guess:
+            return Plan("lookup", 0, guess[:1])  # free: the target scores two rows either way
+        return Plan("none", 0)
+
+    def observe(self, plan: Plan, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
+                overhead_ms: float | None = None) -> None:
+        controller = self.model if plan.source == "model" else self.looked if plan.source == "lookup" else None
+        if controller is not None:
+            controller.observe(proposed, accepted, draft_ms_per_call, overhead_ms)
+
+    def summary(self) -> dict:
+        out = {"gamma": "auto" if self.model or self.looked else self.gamma, "draft": self.draft,
+               "mean_model_window": sum(self.model_windows) / len(self.model_windows) if self.model_windows else None}
+        if self.model:
+            out["model"] = self.model.summary()
+        if self.looked:
+            out["lookup"] = self.looked.summary()
+        return out
