@@ -270,12 +270,14 @@ class EarlyExit:
     kappa: int
     head: str = "final RMSNorm + LM head, Top-kappa log-probs"
     adapter: dict | None = None  # a trained exit adapter inside prefix.onnx (what it is, how it was trained)
+    selection: dict | None = None  # how --exit-layer auto chose the layer (export/exit_layer.py)
 
     @classmethod
     def read(cls, r: _Reader, num_layers: int, vocab_size: int) -> "EarlyExit":
         return cls(layer=r.get("layer", int, check=lambda v: 1 <= v < num_layers),
                    kappa=r.get("kappa", int, check=lambda v: 1 <= v <= vocab_size),
-                   head=r.get("head", str, cls.head), adapter=r.get("adapter", dict, None))
+                   head=r.get("head", str, cls.head), adapter=r.get("adapter", dict, None),
+                   selection=r.get("selection", dict, None))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
 DEFAULTS = GenerationConfig()
 
 
-class _Gamma(click.ParamType):
-    """A window length, or auto."""
+class _IntOrAuto(click.ParamType):
+    """A number (a window length, a layer), or auto."""
 
     name = "INTEGER|auto"
 
@@ -27,7 +27,7 @@ class _Gamma(click.ParamType):
             self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
 
 
-GAMMA = _Gamma()
+GAMMA = EXIT_LAYER = _IntOrAuto()
 
 
 class _Group(click.Group):
@@ -86,7 +86,10 @@ def _with(options):
 @click.option("--draft", default="auto", show_default=True,
               help="Draft: a model source sharing the target's tokenizer, layers:K (the target's first K layers), "
                    "none, or auto (the packaged distilled draft for the default model, else layers:N/8).")
-@click.option("--exit-layer", type=int, help="Early-exit layer l_e (default N/2).")
+@click.option("--exit-layer", type=EXIT_LAYER,
+              help="Early-exit layer l_e, or auto: the layer with the shortest expected Mirror-SD step from measured "
+                   "overlap and the draft's cost (default: the layer of the draft's trained exit adapter, else N/2).")
+@click.option("--no-exit-adapter", is_flag=True, help="Ignore a distilled draft's trained exit adapter (the plain logit lens).")
 @click.option("--kappa", type=int, default=8, show_default=True, help="Early-exit candidates per position.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option("--no-validate", is_flag=True, help="Skip validation after export.")
@@ -105,7 +108,7 @@ def _with(options):
               help="K/V positions of the static draft C (default 512); it bounds prompt + output + draft "
                    "tree; implies --static.")
 @_with(_threshold_options)
-def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_remote_code, precision,
+def export(model, output, draft, exit_layer, no_exit_adapter, kappa, force, no_validate, trust_remote_code, precision,
            draft_precision, static, static_seq, static_capacity, **thresholds):
     """Split MODEL into prefix/suffix graphs, export the draft, and write a bundle.
 
@@ -114,7 +117,8 @@ def export(model, output, draft, exit_layer, kappa, force, no_validate, trust_re
     """
     from .export.exporter import ExportOptions, export_bundle
 
-    options = ExportOptions(exit_layer=exit_layer, kappa=kappa, draft=None if draft == "none" else draft,
+    options = ExportOptions(exit_layer=exit_layer, exit_adapter=not no_exit_adapter, kappa=kappa,
+                            draft=None if draft == "none" else draft,
                             force=force, validate=not no_validate, trust_remote_code=trust_remote_code,
                             thresholds=_thresholds(**thresholds), precision=precision,
                             draft_precision=draft_precision,
@@ -271,10 +275,28 @@ def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, 
 @click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device].")
 @click.option("--target-threads", type=int, help="Intra-op threads of the target sessions.")
 @click.option("--draft-threads", type=int, help="Intra-op threads of the draft session.")
-def profile(bundle, target_ep, draft_ep, target_threads, draft_threads):
-    """Measure what a step costs on these providers (the cost curve --gamma auto reads) and cache it."""
+@click.option("--ops", is_flag=True, help="Instead: profile target-only decoding op by op, beside onnxruntime-genai.")
+@click.option("--no-genai", is_flag=True, help="With --ops: profile mirror-ort alone.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="With --ops.")
+@click.option("--steps", type=click.IntRange(min=1), default=32, show_default=True, help="With --ops: decode steps.")
+@click.option("--markdown", type=click.Path(), help="With --ops: also write the tables to this file.")
+def profile(bundle, target_ep, draft_ep, target_threads, draft_threads, ops, no_genai, prompt_tokens, steps, markdown):
+    """Measure what a step costs on these providers (the cost curve --gamma auto reads) and cache it;
+    with --ops, where target-only decoding spends its time, op by op, beside onnxruntime-genai."""
     from .providers import parse_provider
     from .runtime.pipeline import Pipeline
+
+    if ops:
+        from pathlib import Path
+
+        from .bench.op_profile import profile_ops
+
+        _, _, tables = profile_ops(bundle, prompt_tokens, steps, target_threads or 2, genai=not no_genai,
+                                   log=lambda m: click.echo(m, err=True))
+        click.echo(tables)
+        if markdown:
+            Path(markdown).write_text(tables + "\n")
+        return
 
     pipe = Pipeline.from_bundle(bundle, target_ep=parse_provider(target_ep), draft_ep=parse_provider(draft_ep),
                                 target_threads=target_threads, draft_threads=draft_threads)

@@ -46,9 +46,12 @@ def source(target_dir):
     return load_source(str(target_dir))
 
 
+EXIT_LAYER = 2  # of the tiny target's 4
+
+
 def engine(source, directory, seed=0, **options):
     options = DataOptions(**{"samples_per_prompt": 1, "max_new_tokens": 16, "batch_size": 32, "self_written": 0,
-                             **options})
+                             "exit_layer": EXIT_LAYER, **options})
     tokenizer = source.tokenizer
     return DataEngine(directory, source.model, chat_encoder(tokenizer), tokenizer.decode, {tokenizer.eos_token_id},
                       target_identity(source.model), options, seed=seed, log=lambda m: None)
@@ -365,15 +368,70 @@ def test_draft_refuses_another_target(source, vocab_map, tmp_path, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def distilled_pipe(source, data, vocab_map, target_dir, tmp_path_factory):
-    """A bundle whose draft is a briefly distilled one with a reduced vocabulary and two streams."""
-    from mirror_ort.runtime.pipeline import Pipeline
+def adapter(source, dataset):
+    from mirror_ort.distill.exit_training import train_exit_adapter
+
+    train, held_out = dataset.split()
+    return train_exit_adapter(source.model, train, held_out, EXIT_LAYER, rank=16, max_steps=60, lr=5e-3,
+                              bf16=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def distilled_dir(source, data, vocab_map, adapter, tmp_path_factory):
+    """A briefly distilled draft with a reduced vocabulary, two streams and an exit adapter."""
+    from mirror_ort.export.draft_dir import embedding_sha256
 
     work = tmp_path_factory.mktemp("distilled")
     draft = fresh_draft(source, vocab_map)
     trainer_for(draft, data, vocab_map, work, max_steps=40).run()
     save_draft(draft.eval(), work / "draft", source.model, source.tokenizer)
-    return Pipeline.from_bundle(export(target_dir, work / "bundle", draft=str(work / "draft")).path)
+    adapter[0].save(work / "draft", embedding_sha256(source.model), adapter[1])
+    return work / "draft"
+
+
+@pytest.fixture(scope="module")
+def distilled_pipe(distilled_dir, target_dir):
+    """A bundle exported with that draft: its prefix applies the exit adapter."""
+    from mirror_ort.runtime.pipeline import Pipeline
+
+    return Pipeline.from_bundle(export(target_dir, distilled_dir.parent / "bundle", draft=str(distilled_dir)).path)
+
+
+def test_the_exit_adapter_learns_and_the_prefix_graph_applies_it(adapter, distilled_pipe, source):
+    """Trained on the target's exit hidden states: the overlap mass rises on the positions it
+    learnt from (a random tiny target has little to generalise, so held-out is reported, as it
+    is for the real model in the draft's README); in the bundle, validate compares the ONNX
+    prefix's exit Top-kappa with the PyTorch adapter's."""
+    module, report = adapter
+    fitted = report["train"]
+    assert fitted["adapted"]["overlap"] > fitted["plain"]["overlap"], fitted
+    assert report["held_out"]["adapted"]["positions"] > 0
+    bundle = distilled_pipe.bundle
+    assert bundle.manifest.early_exit.layer == EXIT_LAYER and bundle.manifest.early_exit.adapter["rank"] == 16
+    checks = {c["name"]: c for c in bundle.validation["checks"] if c.get("graph") in ("prefix", "prefix+suffix")}
+    assert checks["topk_agreement"]["value"] >= 0.95 and checks["exit_overlap"]["adapter"]
+    # the graph's exit log-probs are the PyTorch adapter's, position by position
+    import torch
+
+    ids = distilled_pipe.encode("Once upon a time there was a little robot")
+    from mirror_ort.runtime.stats import Stats
+    from mirror_ort.runtime.target import Target
+
+    target = Target(distilled_pipe.prefix, distilled_pipe.suffix, Stats())
+    target.reset()
+    _, message = target.prefix(ids, kappa=8)
+    with torch.no_grad():
+        hidden = source.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[EXIT_LAYER]
+        want = torch.log_softmax(source.model.lm_head(source.model.model.norm(module(hidden))), -1)[0]
+    assert np.allclose(message.logprobs, want.topk(8, -1).values.numpy(), atol=1e-3)
+
+
+def test_an_exit_adapter_for_another_exit_layer_is_refused(distilled_dir, target_dir, tmp_path):
+    with pytest.raises(MirrorError, match="trained for exit layer 2, not 3: pass --exit-layer 2, or --no-exit-adapter"):
+        export(target_dir, tmp_path / "b", draft=str(distilled_dir), exit_layer=3, validate=False)
+    bundle = export(target_dir, tmp_path / "plain", draft=str(distilled_dir), exit_layer=3, exit_adapter=False,
+                    validate=False)
+    assert bundle.manifest.early_exit.adapter is None
 
 
 def test_sd_and_mirror_with_a_distilled_draft_are_lossless_greedy(distilled_pipe):

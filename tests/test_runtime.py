@@ -130,7 +130,7 @@ def test_stats_agree_with_what_the_generation_did(pipes):
     """Every figure follows from the counts: tokens per call from tokens and calls, steps from
     the stream, reuse and fallback from the windows, rates from the timers."""
     pipe = pipes["layers"]
-    pieces = list(pipe._run(PROMPTS[1], method="mirror", max_new_tokens=16))
+    pieces = list(pipe._run(PROMPTS[1], method="mirror", max_new_tokens=16, gamma=4))  # a fixed window: every step hands over
     s = pieces[-1][1].as_dict()
     assert s["method"] == "mirror" and s["new_tokens"] == sum(len(new) for new, _ in pieces) == 16
     assert s["target_calls"] == len(pieces)  # the prefill, then one verification step per yield
@@ -255,13 +255,46 @@ def test_sampling_matches_the_target_distribution(pipes, name):
         assert p_value > 1e-3, (name, method, p_value)
 
 
+def _a_prompt_lookup_continues(pipe, top_k, temperature, draws):
+    """A prompt after which lookup's guesses get accepted: a text, segments ``[last, x, y]`` for
+    the tokens ``x`` the target may sample first (lookup then proposes ``y`` after ``x``), the
+    text again. Segments change what may come first, so candidates are built in rounds and the
+    one with the highest exact chance of an accepted guess at the second token is returned."""
+    from mirror_ort.runtime.lookup import PromptLookup
+
+    best, best_chance = None, 0.0
+    for text in map(pipe.encode, PROMPTS):
+        segments = []
+        for _ in range(4):
+            prompt = text + segments + text
+            firsts = _exact_distribution(pipe, prompt, 1, top_k, temperature)
+            chance = 0.0
+            for (x,), p in firsts.items():
+                guess, _ = PromptLookup().propose(prompt + [x], 1)
+                if guess:
+                    seconds = _exact_distribution(pipe, prompt + [x], 1, top_k, temperature)
+                    chance += p * seconds.get((guess[0],), 0.0)
+            if chance > best_chance:
+                best, best_chance = prompt, chance
+            for (x,) in firsts:
+                segments += [text[-1], x, pipe.generate(prompt + [x], method="ar", max_new_tokens=1).token_ids[0]]
+    assert best_chance * draws > 10, best_chance  # the test below can then expect accepted guesses
+    return best
+
+
 @pytest.mark.parametrize("method, draft", [("sd", "lookup"), ("sd", "both"), ("mirror", "both")])
 def test_sampling_with_auto_windows_and_lookup_matches_the_target_distribution(pipes, method, draft):
     """The same goodness of fit with the window controller and prompt lookup's point-mass
-    proposals; the prompt repeats itself, so lookup proposes from the first step."""
-    pipe = pipes["layers"]
+    proposals. The controller reads a pinned curve where a target call costs ten draft calls
+    (as for a real target beside its draft), so it does speculate; the prompt makes lookup
+    propose from the second token on."""
+    from mirror_ort.runtime.cost import BRANCHES, ROWS, CostCurve
+
     steps, top_k, temperature, draws = 3, 3, 1.5, 600
-    prompt_ids = pipe.encode(PROMPTS[4]) * 2
+    pipe = Pipeline.from_bundle(pipes["layers"].bundle.path)
+    pipe.pin_cost_curve(CostCurve(list(ROWS), [10.0] * len(ROWS), 1.0, list(BRANCHES), [1.0] * len(BRANCHES),
+                                  {"pinned": "test"}))
+    prompt_ids = _a_prompt_lookup_continues(pipe, top_k, temperature, draws)
     exact = _exact_distribution(pipe, prompt_ids, steps, top_k, temperature)
     counts, accepted = dict.fromkeys(sorted(exact), 0), 0
     for seed in range(draws):
@@ -269,6 +302,7 @@ def test_sampling_with_auto_windows_and_lookup_matches_the_target_distribution(p
                                seed=seed, gamma="auto", draft=draft)
         counts[tuple(result.token_ids)] += 1
         accepted += result.stats["accepted_draft_tokens"]
+        assert result.stats["speculation"]["cost_curve"]["measured"] == {"pinned": "test"}
     p_value = chi_square_pvalue(counts, exact)
     assert p_value > 1e-3, (method, draft, p_value)
     assert accepted  # the speculative path did run: some draft tokens were accepted

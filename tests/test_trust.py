@@ -148,7 +148,7 @@ def test_force_replaces_an_earlier_bundle(tmp_path, target_dir):
     ("--temperature", "-1", "--temperature -1.0: must be 0 (greedy) or more"),
     ("--top-p", "2", "--top-p 2.0: must be in (0, 1]"),
     ("--top-k", "-3", "--top-k -3: must be 0 (off) or more"),
-    ("--gamma", "0", "--gamma 0: must be at least 1"),
+    ("--gamma", "0", "--gamma 0: must be auto or at least 1"),
     ("--max-branches", "0", "--max-branches 0: must be at least 1"),
 ])
 def test_decoding_flags_out_of_range_are_refused(bundle_layers, flag, value, message):

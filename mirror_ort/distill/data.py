@@ -109,17 +109,23 @@ class DataEngine:
     """Generates (or reuses) the shards of one data directory."""
 
     def __init__(self, directory: Path, model, render, decode, eos: set[int], identity: dict, options: DataOptions,
-                 seed: int = 0, guard=None, log=print):
-        """``render(text)``: the ids of a one-turn chat prompt; ``decode(ids)``: text."""
+                 seed: int = 0, guard=None, log=print, evaluation_prompts: list[Prompt] | None = None):
+        """``render(text)``: the ids of a one-turn chat prompt; ``decode(ids)``: text.
+
+        ``evaluation_prompts``: make the target's answers to exactly these prompts, in order, for
+        measuring a draft (a benchmark's, say): no guard, no self-written prompts, and the
+        directory is marked so that training refuses it."""
         self.directory, self.model, self.render, self.decode, self.eos = Path(directory), model, render, decode, eos
         self.identity, self.options, self.seed, self.log = identity, options, seed, log
         self.guard = spec_bench_guard() if guard is None else guard
+        self.evaluation_prompts = evaluation_prompts
         self._target = None
 
     # -- the contract of the directory -----------------------------------------------------
     def claim(self) -> None:
         """Create the directory, or check that what it holds was made by this target with these settings."""
-        manifest = {"format": FORMAT, "target": self.identity, "options": self.options.shaping(), "seed": self.seed}
+        manifest = {"format": FORMAT, "purpose": "evaluation" if self.evaluation_prompts is not None else "training",
+                    "target": self.identity, "options": self.options.shaping(), "seed": self.seed}
         file = self.directory / MANIFEST
         if file.exists():
             try:
@@ -137,6 +143,8 @@ class DataEngine:
     # -- prompts ---------------------------------------------------------------------------
     def prompts(self) -> list[Prompt]:
         """Built-in and self-written prompts the guard lets through, in the shards' order."""
+        if self.evaluation_prompts is not None:
+            return list(self.evaluation_prompts)
         prompts = built_in_prompts() + prompts_from_self_written(self._self_written(), self.seed)
         kept = [p for p in prompts if not self.guard.contaminated(p.text)]
         if len(kept) < len(prompts):
@@ -174,7 +182,7 @@ class DataEngine:
     def batches(self, prompts: list[Prompt]) -> list[list[int]]:
         """Prompt indices per shard: rounds of shuffled prompts, sorted by length within a round."""
         per_batch = max(1, self.options.batch_size // (1 + self.options.samples_per_prompt))
-        round_size = per_batch * 16
+        round_size = per_batch * 16 if self.evaluation_prompts is None else len(prompts)
         lengths = [len(self.render(p.text)) for p in prompts]
         batches = []
         for start in range(0, len(prompts), round_size):
@@ -243,6 +251,9 @@ def _same(held: dict, wanted: dict, directory: Path) -> None:
     if held.get("format") != FORMAT:
         raise MirrorError(f"{directory} holds data of format {held.get('format')!r}, this mirror-ort makes {FORMAT!r}: "
                           "use a new --data directory")
+    if held.get("purpose", "training") != wanted["purpose"]:
+        raise MirrorError(f"{directory} holds {held.get('purpose', 'training')} data, not {wanted['purpose']} data "
+                          "(a benchmark's answers are never training data): use another --data directory")
     for key, value in wanted["target"].items():
         if held.get("target", {}).get(key) != value:
             raise MirrorError(f"{directory} holds data of another target ({key}: {held.get('target', {}).get(key)!r}, "

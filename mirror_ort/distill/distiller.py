@@ -14,7 +14,7 @@ without ``work/``.
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import MirrorError
@@ -36,6 +36,8 @@ class DistillOptions:
     data_dir: Path | None = None  # default OUTPUT/work/data
     data_tokens: int | None = None  # labelled tokens to generate (None: every prompt)
     train: TrainOptions = field(default_factory=TrainOptions)
+    exit_minutes: float = 10.0  # training budget of the exit adapter (0: no adapter)
+    exit_rank: int = 256
     threads: int | None = None
     device: str = "cpu"
     seed: int = 0
@@ -83,6 +85,10 @@ def distill_draft(target: str | None, output: Path, options: DistillOptions, log
     if tokenizer.eos_token_id is None:
         raise MirrorError("the target's tokenizer has no end-of-sequence token: cannot generate distillation data")
     work = output / WORK
+    if options.exit_minutes > 0 and options.data.exit_layer is None:  # the adapter learns from the exit's hidden states
+        options.data = replace(options.data, exit_layer=config.num_hidden_layers // 2)
+    if options.data.exit_layer is not None and not 1 <= options.data.exit_layer < config.num_hidden_layers:
+        raise MirrorError(f"--exit-layer {options.data.exit_layer} is outside 1..{config.num_hidden_layers - 1}")
     (output / REPORT).write_text(json.dumps({"status": "running", "settings": _settings(source, options)}, indent=2))
 
     engine = DataEngine(options.data_dir or work / "data", model, chat_encoder(tokenizer),
@@ -123,9 +129,22 @@ def distill_draft(target: str | None, output: Path, options: DistillOptions, log
 
     settings = _settings(source, options, torch.get_num_threads(), shape.stream_intermediate)
     save_draft(draft, output, model, tokenizer, getattr(torch, options.dtype), provenance=settings)
+    exit_report = None
+    if options.exit_minutes > 0:
+        from ..export.draft_dir import embedding_sha256
+        from .exit_training import train_exit_adapter
+
+        adapter, exit_report = train_exit_adapter(model, train_data, held_out, options.data.exit_layer,
+                                                  options.exit_rank, options.exit_minutes, seed=options.seed,
+                                                  bf16=options.train.bf16, log=log)
+        adapter.save(output, embedding_sha256(model), exit_report)
+        if exit_report["held_out"]["adapted"]:
+            log(f"exit adapter (layer {options.data.exit_layer}): held-out overlap "
+                f"{exit_report['held_out']['plain']['overlap']:.1%} -> {exit_report['held_out']['adapted']['overlap']:.1%}")
     report = {"status": "done", "settings": settings, "steps": trainer.step, "training_minutes": trainer.elapsed / 60,
               "data_minutes": data_seconds / 60, "training_positions": sum(len(c.topk_ids) for c in train_data),
-              "held_out": {"prompts": len(held_out), "untrained": before, "trained": after}}
+              "held_out": {"prompts": len(held_out), "untrained": before, "trained": after},
+              "exit_adapter": exit_report}
     (output / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -166,5 +185,6 @@ def _settings(source, options: DistillOptions, threads: int | None = None, strea
     return {"target": source.description["source"], "layers": options.layers, "streams": options.streams,
             "stream_width": stream_width or options.stream_width, "draft_vocab": options.draft_vocab,
             "data": asdict(options.data), "data_dir": str(options.data_dir) if options.data_dir else None,
-            "data_tokens": options.data_tokens, "train": asdict(options.train), "seed": options.seed,
+            "data_tokens": options.data_tokens, "train": asdict(options.train), "exit_minutes": options.exit_minutes,
+            "exit_rank": options.exit_rank, "seed": options.seed,
             "threads": threads, "device": options.device}

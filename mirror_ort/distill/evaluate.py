@@ -100,7 +100,8 @@ def _main(argv=None) -> None:
     from ..export.draft_dir import load_draft
     from ..export.sources import load_source
     from ..prompts import Prompt
-    from .data import DataOptions, generate_data
+    from ..chat import chat_encoder
+    from .data import DataEngine, DataOptions, target_identity
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("draft", type=Path)
@@ -123,9 +124,13 @@ def _main(argv=None) -> None:
         taken[r["category"]] += 1
         if args.per_category is None or taken[r["category"]] <= args.per_category:
             prompts.append(Prompt(r["category"], r["turns"][0]))  # the first turn of multi-turn questions
-    options = DataOptions(samples_per_prompt=0, max_new_tokens=args.max_new_tokens)
-    data = generate_data(source.model, source.tokenizer, prompts, args.cache, options, seed=0,
-                         progress=lambda i, n: print(f"\rtarget answers: batch {i}/{n}", end="", flush=True))
+    tokenizer = source.tokenizer
+    options = DataOptions(samples_per_prompt=0, max_new_tokens=args.max_new_tokens, self_written=0, batch_size=32)
+    engine = DataEngine(args.cache, source.model, chat_encoder(tokenizer),
+                        lambda ids: tokenizer.decode(ids, skip_special_tokens=True), {tokenizer.eos_token_id},
+                        target_identity(source.model), options, evaluation_prompts=prompts)
+    data = engine.run(progress=lambda new, total: print(f"\rtarget answers: {total} tokens", end="", flush=True))
+    data = data.continuations
     print()
     by_category = defaultdict(list)
     for c in data:

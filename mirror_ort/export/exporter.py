@@ -36,7 +36,7 @@ DRAFT_VOCAB_MAP = "draft_vocab_map.json"  # V' target ids, in draft-vocabulary o
 
 @dataclass
 class ExportOptions:
-    exit_layer: int | None = None  # default: N // 2
+    exit_layer: int | str | None = None  # default: the exit adapter's layer, else N // 2; "auto": exit_layer.py
     kappa: int = DEFAULT_KAPPA
     draft: str | None = "auto"  # "auto", "layers:K", a model source, or None for no draft
     force: bool = False
@@ -46,6 +46,7 @@ class ExportOptions:
     static: dict | None = None  # {"seq": W, "capacity": C}: a static-shape draft for NPUs (export/static.py)
     precision: str = "fp32"  # target weights: fp32, fp16, int8, int4 (export/quantize.py)
     draft_precision: str | None = None  # default: the target's (fp32 for --static); qdq: export/qdq.py
+    exit_adapter: bool = True  # use a distilled draft's trained exit adapter (export/exit_adapter.py)
 
 
 def export_bundle(model: str | None, output, options: ExportOptions = ExportOptions(), log=print) -> Bundle:
@@ -56,7 +57,16 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     config = source.model.config
     spec = arch_spec(config)
     n = config.num_hidden_layers
-    exit_layer = options.exit_layer if options.exit_layer is not None else n // 2
+    draft, draft_facts = _draft(source, options)
+    adapter, adapter_source = _exit_adapter(source, options)
+    exit_layer, selection = options.exit_layer, None
+    if exit_layer == "auto":
+        exit_layer, selection = _auto_exit_layer(source, options, draft, draft_facts, adapter, log)
+    elif exit_layer is None:
+        exit_layer = adapter.exit_layer if adapter else n // 2
+    if adapter is not None and adapter.exit_layer != exit_layer:
+        raise MirrorError(f"the exit adapter in {adapter_source} was trained for exit layer {adapter.exit_layer}, "
+                          f"not {exit_layer}: pass --exit-layer {adapter.exit_layer}, or --no-exit-adapter")
     if not 1 <= exit_layer <= n - 1:
         raise MirrorError(f"--exit-layer {exit_layer} is outside 1..{n - 1} for this {n}-layer model")
     if not 1 <= options.kappa <= config.vocab_size:
@@ -66,7 +76,6 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     if options.draft_precision is not None and options.draft_precision not in DRAFT_PRECISIONS:
         raise MirrorError(f"unknown draft precision {options.draft_precision!r} "
                           f"(choose from {', '.join(DRAFT_PRECISIONS)})")
-    draft, draft_facts = _draft(source, options)
     static = static_sizes(options.static, config.max_position_embeddings)
     draft_precision = options.draft_precision or ("fp32" if static else options.precision)
     if static and draft_precision not in ("fp32", "qdq"):
@@ -83,7 +92,8 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         graphs = {}
-        for role, module, layers in (("prefix", Prefix(source.model, exit_layer, options.kappa, spec), (0, exit_layer)),
+        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter)
+        for role, module, layers in (("prefix", prefix, (0, exit_layer)),
                                      ("suffix", Suffix(source.model, exit_layer, spec), (exit_layer, n)),
                                      ("draft", draft, None)):
             if module is None:
@@ -107,7 +117,10 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         if draft_facts.get("vocab_map"):
             (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft.vocab_map.tolist()))
         # Read back through the typed contract: what export writes is what the runtime accepts.
-        manifest = Manifest.from_json(_manifest(source, spec, exit_layer, options.kappa, graphs, tmp), tmp, MANIFEST)
+        early_exit = {"layer": exit_layer, "kappa": options.kappa,
+                      "head": ("exit adapter, then " if adapter else "") + "final RMSNorm + LM head, Top-kappa log-probs",
+                      "adapter": adapter.describe(adapter_source) if adapter else None, "selection": selection}
+        manifest = Manifest.from_json(_manifest(source, spec, early_exit, graphs, tmp), tmp, MANIFEST)
         bundle = Bundle(tmp, manifest)
         bundle.save()
         if options.validate:
@@ -138,6 +151,43 @@ def _draft(source: Source, options: ExportOptions):
     if getattr(module, "vocab_map", None) is not None:
         facts["vocab_map"] = DRAFT_VOCAB_MAP
     return module, facts
+
+
+def _auto_exit_layer(source: Source, options: ExportOptions, draft, draft_facts: dict, adapter, log):
+    """``--exit-layer auto``: the adapter's layer when the draft brings one, else the shortest expected step."""
+    from .exit_layer import choose_exit_layer, measure_overlaps
+
+    if adapter is not None:
+        log(f"exit layer auto: {adapter.exit_layer}, the layer the draft's exit adapter was trained for")
+        return adapter.exit_layer, {"by": "the exit adapter's layer"}
+    model = source.model
+    embedding = model.model.embed_tokens.weight.numel()
+    target_weights = sum(p.numel() for p in model.parameters()) - embedding * (not model.config.tie_word_embeddings)
+    draft_share = 0.1
+    if draft is not None:
+        draft_share = (sum(p.numel() for p in draft.parameters()) - draft.embed.weight.numel()) / target_weights
+    overlaps = measure_overlaps(model, source.tokenizer, options.kappa)
+    layer, steps = choose_exit_layer(overlaps, model.config.num_hidden_layers, draft_share,
+                                     streams=draft_facts.get("streams", 0))
+    half = model.config.num_hidden_layers // 2
+    log(f"exit layer auto: {layer}: overlap {overlaps[layer]:.0%} with kappa {options.kappa} (at N/2 = {half}: "
+        f"{overlaps[half]:.0%}); with a draft reading {draft_share:.0%} of the target's weights a Mirror-SD step "
+        f"is expected to take {steps[layer]:.2f} target steps there ({steps[half]:.2f} at N/2)")
+    return layer, {"by": "shortest expected Mirror-SD step", "draft_share": draft_share,
+                   "overlaps": {str(k): v for k, v in overlaps.items()},
+                   "expected_step": {str(k): v for k, v in steps.items()}}
+
+
+def _exit_adapter(source: Source, options: ExportOptions):
+    """The distilled draft's trained exit adapter (and where it came from), if it has one and it is wanted."""
+    from .exit_adapter import has_exit_adapter, load_exit_adapter
+
+    if not options.exit_adapter or options.draft in (None, "none"):
+        return None, None
+    choice = resolve_draft(options.draft, source.description, source.model.config.num_hidden_layers)
+    if choice.kind != "distilled" or not has_exit_adapter(choice.path):
+        return None, None
+    return load_exit_adapter(choice.path, source.model), choice.spec
 
 
 def _export_role(role, module, layers, directory: Path, hidden_size: int, facts: dict) -> dict:
@@ -172,7 +222,7 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
             "kv_layout": "BNSH-shared" if shared else "BSND", **graph_io(path), "static": None, **facts}
 
 
-def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, directory: Path) -> dict:
+def _manifest(source: Source, spec, early_exit: dict, graphs: dict, directory: Path) -> dict:
     import onnx
     import onnxruntime
     import transformers
@@ -200,7 +250,7 @@ def _manifest(source: Source, spec, exit_layer: int, kappa: int, graphs: dict, d
             "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
             "dtype": "float32",
         },
-        "early_exit": {"layer": exit_layer, "kappa": kappa, "head": "final RMSNorm + LM head, Top-kappa log-probs"},
+        "early_exit": early_exit,
         "kv_cache": KV_CACHE_LAYOUT,
         "graphs": graphs,
         "files": files,

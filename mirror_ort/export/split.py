@@ -27,16 +27,22 @@ def _pairs(flat):
 
 
 class Prefix(nn.Module):
-    def __init__(self, hf_model, exit_layer: int, kappa: int, spec):
+    """``adapter`` (optional, ``exit_adapter.py``) maps the exit hidden state before the shared head."""
+
+    def __init__(self, hf_model, exit_layer: int, kappa: int, spec, adapter: nn.Module | None = None):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
         self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True)
         self.head = Head(hf_model)
         self.kappa = kappa
+        self.adapter = adapter
 
     def forward(self, input_ids, position_ids, attention_mask, head_rows, *past):
         hidden, presents = self.span(self.embed(input_ids), position_ids, attention_mask, _pairs(past))
-        logprobs = torch.log_softmax(self.head(hidden.index_select(1, head_rows)).float(), dim=-1)
+        exit_hidden = hidden.index_select(1, head_rows)
+        if self.adapter is not None:
+            exit_hidden = self.adapter(exit_hidden)
+        logprobs = torch.log_softmax(self.head(exit_hidden).float(), dim=-1)
         exit_logprobs, exit_ids = torch.topk(logprobs, self.kappa, dim=-1)
         return (hidden, exit_ids, exit_logprobs, *presents)
 

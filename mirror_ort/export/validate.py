@@ -11,6 +11,7 @@ sets computed from the hidden state after layer l_e).
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -160,13 +161,17 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
 
     diffs, argmax_hits, topk_overlap, draft_diffs, draft_hits, n = [], 0, [], [], 0, 0
     exit_covers = []  # per text position: is the final next token among the early-exit Top-kappa?
+    plain_covers = []  # ... among the Top-kappa of the plain logit lens (no exit adapter)
+    adapter = _exit_adapter(bundle, model)
     nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
     for index, ids in enumerate(prompts):
         bundle_logits = []
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True)
             ref_logits = out.logits[0].numpy()
-            exit_logits = model.lm_head(model.model.norm(out.hidden_states[exit_layer]))[0]
+            exit_hidden = out.hidden_states[exit_layer]
+            plain_exit = torch.topk(model.lm_head(model.model.norm(exit_hidden))[0], kappa, dim=-1).indices.numpy()
+            exit_logits = model.lm_head(model.model.norm(adapter(exit_hidden) if adapter else exit_hidden))[0]
             ref_exit = torch.topk(exit_logits, kappa, dim=-1).indices.numpy()
             ref_draft = draft_module and _draft_logits(draft_module, ids)
         for session in (prefix, suffix, draft):
@@ -187,6 +192,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
                 topk_overlap.append(len(set(got.tolist()) & set(ref.tolist())) / kappa)
             if index < len(PROMPTS):
                 exit_covers += (p["exit_ids"][0] == logits.argmax(-1)[:, None]).any(-1).tolist()
+                plain_covers += (plain_exit[start:start + seq] == logits.argmax(-1)[:, None]).any(-1).tolist()
             if draft is not None:
                 d = draft.run(tokens, pos, mask, outputs=("logits",))["logits"][0]
                 draft_diffs.append(float(np.abs(d - ref_draft[start:start + seq]).max()))
@@ -209,6 +215,7 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
     # Not a pass/fail check: Mirror-SD's overlap mass, which bounds the draft tree's reuse
     # (fallback >= 1 - overlap); a deeper --exit-layer or a larger --kappa raises it.
     checks.append({"name": "exit_overlap", "graph": "prefix+suffix", "value": float(np.mean(exit_covers)),
+                   "without_adapter": float(np.mean(plain_covers)), "adapter": adapter is not None,
                    "kappa": kappa, "positions": len(exit_covers), "passed": True})
     ppl_torch, ppl_bundle = float(np.exp(np.mean(nll_torch))), float(np.exp(np.mean(nll_bundle)))
     checks.append({"name": "perplexity", "graph": "prefix+suffix", "value": ppl_bundle, "torch_fp32": ppl_torch,
@@ -241,6 +248,16 @@ def _nll(logits: np.ndarray, ids) -> float:
     z -= z.max(-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
     return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+
+
+def _exit_adapter(bundle: Bundle, model):
+    """The bundle's exit adapter as a PyTorch module (from the draft directory it was exported from)."""
+    described = bundle.manifest.early_exit.adapter
+    if not described:
+        return None
+    from .exit_adapter import load_exit_adapter
+
+    return load_exit_adapter(Path(described["source"]), model)
 
 
 def _draft_module(bundle: Bundle, source):

@@ -154,6 +154,11 @@ class Pipeline:
             self._curve = cost_curve(self, refresh=refresh)
         return self._curve
 
+    def pin_cost_curve(self, curve: CostCurve | None) -> None:
+        """Decide windows from ``curve`` (one measured on the deployment device, say) instead of
+        measuring these sessions; None measures again at the next generation."""
+        self._curve = curve
+
     def _run(self, prompt, messages=None, chat=False, **changes):
         config = self.settings(**changes)  # checked before anything runs
         if self._owner == threading.get_ident():
