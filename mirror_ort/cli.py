@@ -232,6 +232,45 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
 
 @main.command()
 @click.argument("bundle", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback is reachable from other machines.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--api-key", envvar="MIRROR_ORT_API_KEY",
+              help="Require Authorization: Bearer KEY on every request (also $MIRROR_ORT_API_KEY).")
+@click.option("--model-name", help="The model id clients send (default: the bundle directory's name).")
+@click.option("--queue-size", type=click.IntRange(0), default=16, show_default=True,
+              help="Requests that may wait while one generates; more get 429 with Retry-After.")
+@click.option("--request-timeout", type=click.FloatRange(0, min_open=True), default=300.0, show_default=True,
+              help="Seconds from arrival to the last token; a request past it ends with an error.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="On SIGTERM or Ctrl-C, seconds running requests may take to finish before they are cancelled.")
+@_run_options
+def serve(bundle, host, port, api_key, model_name, queue_size, request_timeout, shutdown_timeout, **kw):
+    """Serve BUNDLE with OpenAI's API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+
+    The decoding options are the defaults of requests that leave them out (else the bundle's); a
+    request may also set method, gamma, draft, kappa, max_branches and top_k in its body.
+    """
+    try:
+        from .serve.app import create_app
+        from .serve.server import run as run_server
+    except ImportError as e:
+        raise MirrorError(f"mirror-ort serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'mirror-ort[serve]'") from None
+    from pathlib import Path
+
+    DEFAULTS.updated(**_generation(kw))  # refuse a bad flag before loading anything
+    name = model_name or Path(bundle).resolve().name
+    pipe = _pipeline(bundle, kw)
+    pipe.generate("Hello", **{**_generation(kw), "max_new_tokens": 1})  # checks the defaults; warms the sessions
+    app = create_app(pipe, model_name=name, defaults=_generation(kw), api_key=api_key,
+                     queue_size=queue_size, request_timeout=request_timeout)
+    del pipe  # the app's shutdown frees the sessions
+    run_server(app, host, port, shutdown_timeout, describe=repr(name), secured=bool(api_key))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
 @click.option("--target-ep", default="cpu", show_default=True, help="Target provider name[:device].")
 @click.option("--draft-ep", default="cpu", show_default=True, help="Draft provider name[:device].")
 @click.option("--target-threads", type=int, help="Intra-op threads of the target sessions.")

@@ -121,6 +121,12 @@ class Pipeline:
                 text = decoded
             self.last_stats = stats.as_dict()
 
+    def steps(self, prompt: str | list[int] | None = None, **kwargs):
+        """Yield (new token ids, live Stats) once per committed step, for callers that need the ids as
+        they come (a server's stop strings and token counts). Closing it stops the generation; the
+        Stats are final once it is closed or exhausted (``stats.as_dict()``)."""
+        yield from self._run(prompt, **kwargs)
+
     def settings(self, **changes) -> GenerationConfig:
         """The bundle's defaults with ``changes`` (None: keep the default), checked against this bundle."""
         config = self.defaults.updated(**changes)
