@@ -303,7 +303,7 @@ def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
     out = tmp_path / "draft"
     args = [str(target_dir), "-o", str(out), "--layers", "1", "--streams", "1", "--draft-vocab", "256",
             "--samples-per-prompt", "0", "--max-new-tokens", "6", "--data-tokens", "600", "--self-written", "0",
-            "--batch-size", "32", "--max-steps", "4", "--threads", "1", "--fp32"]
+            "--exit-minutes", "0", "--batch-size", "32", "--max-steps", "4", "--threads", "1", "--fp32"]
     result = CliRunner().invoke(distill, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "distill.json").read_text())
@@ -313,6 +313,23 @@ def test_cli_writes_an_exportable_draft_and_resumes(target_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "resuming at step 4" in result.output and json.loads((out / "distill.json").read_text())["steps"] == 6
     assert export(target_dir, tmp_path / "bundle", draft=str(out), validate=False).graph("draft").streams == 1
+
+
+def test_cli_trains_from_a_data_dir_of_its_own_on_its_first_tokens(target_dir, tmp_path):
+    """``--data`` elsewhere (reused across runs): the work dir is made for the checkpoint;
+    ``--train-tokens`` trains on the first tokens only, held-out stays whole."""
+    common = [str(target_dir), "--data", str(tmp_path / "data"), "--layers", "1", "--streams", "0",
+              "--draft-vocab", "0", "--samples-per-prompt", "0", "--max-new-tokens", "6", "--data-tokens", "600",
+              "--self-written", "0", "--max-steps", "2", "--exit-minutes", "0", "--threads", "1", "--fp32"]
+    reports = []
+    for name, extra in (("all", []), ("first", ["--train-tokens", "100"])):
+        result = CliRunner().invoke(distill, [*common, "-o", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name / "work" / "checkpoint.safetensors").exists()
+        reports.append(json.loads((tmp_path / name / "distill.json").read_text()))
+    full, first = reports
+    assert 100 <= first["training_positions"] < full["training_positions"]
+    assert first["held_out"]["trained"]["positions"] == full["held_out"]["trained"]["positions"]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -353,7 +353,8 @@ def test_gemma3_270m_exports_end_to_end(tmp_path):
     assert pipe.tokenizer.encode("Hello world") == [2, 9259, 1902]  # <bos> Hello ▁world
     assert pipe.encode("Hi", chat=True) == pipe.tokenizer.encode("") + [105, 2364, 107, 10979, 106, 107, 105, 4368, 107]
     ar = pipe.generate("The capital of France is", method="ar", max_new_tokens=24)
-    assert "Paris" in ar.text
+    # transformers' greedy continuation of the same GGUF model (generate, fp32, with <bos>)
+    assert ar.text.startswith(" the capital of the country of France. It is the largest"), ar.text
     for method in ("sd", "mirror"):
         assert pipe.generate("The capital of France is", method=method, max_new_tokens=24).token_ids == ar.token_ids
 

@@ -289,7 +289,7 @@ def _mutations(manifest: dict):
             yield here, value
             if isinstance(value, dict):
                 yield from walk(value, here)
-    optional = {"attention_span_limit", "tied_embeddings", "dtype", "head", "adapter", "bos_token_id", "bos_token",
+    optional = {"attention_span_limit", "tied_embeddings", "dtype", "head", "adapter", "selection", "bos_token_id", "bos_token",
                 "eos_token", "chat_template", "precision", "static", "streams", "source", "vocab_map"}
     for path, value in walk(manifest, []):
         if path[-1] not in optional and path[0] != "files" and path != ["graphs", "draft"]:
@@ -345,6 +345,7 @@ def test_fuzzed_bundles_always_end_in_one_clear_line(bundle_layers, tmp_path, ca
         damage(bundle)
         with pytest.raises(MirrorError) as refused:
             Pipeline.from_bundle(bundle).generate("hi", chat=True, max_new_tokens=2)
+            pytest.fail(f"case {name!r} was not refused")
         assert "\n" not in str(refused.value), name
         one_line_error(runner.invoke(main, ["run", str(bundle), "--chat", "--prompt", "hi", "--max-new-tokens", "2"]))
         result = runner.invoke(main, ["validate", str(bundle), "--no-parity", "--json"])

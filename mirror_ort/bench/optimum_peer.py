@@ -34,8 +34,8 @@ def _version() -> str:
 
 def build(ctx) -> Path:
     """optimum's ONNX export of the bundle's source model, built once."""
-    graphs = ctx.bundle.manifest.graphs
-    key = hashlib.sha256(json.dumps(["optimum", graphs["prefix"].sha256, graphs["suffix"].sha256,
+    files, graphs = ctx.bundle.manifest.files, ctx.bundle.manifest.graphs
+    key = hashlib.sha256(json.dumps(["optimum", files[graphs["prefix"].file], files[graphs["suffix"].file],
                                      _version()]).encode()).hexdigest()[:16]
     cache = Path(ctx.cache_dir) / "optimum" / key
     if (cache / "config.json").is_file():

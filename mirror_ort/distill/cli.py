@@ -18,6 +18,8 @@ _DATA, _TRAIN, _DISTILL = DataOptions(), TrainOptions(), DistillOptions()
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Data directory to fill or reuse across runs [default: OUTPUT/work/data].")
 @click.option("--data-tokens", type=click.FloatRange(min=1), help="Labelled tokens to generate, e.g. 1e6 [default: every prompt].")
+@click.option("--train-tokens", type=click.FloatRange(min=1),
+              help="Train on the first this many labelled tokens (points of a learning curve) [default: all].")
 @click.option("--data-precision", type=click.Choice(["fp32", "bf16"]), default=_DATA.precision, show_default=True,
               help="Matmuls of the target writing the data: fp32, or bf16 (faster where the CPU has bf16 units).")
 @click.option("--exit-layer", type=click.IntRange(min=1),
@@ -50,7 +52,7 @@ _DATA, _TRAIN, _DISTILL = DataOptions(), TrainOptions(), DistillOptions()
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUTPUT from its data and checkpoint.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it holds an earlier distilled draft.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the target's own Python code (off by default).")
-def distill(target, output, data_dir, data_tokens, data_precision, exit_layer, exit_minutes, exit_rank, minutes, max_steps, layers, streams,
+def distill(target, output, data_dir, data_tokens, train_tokens, data_precision, exit_layer, exit_minutes, exit_rank, minutes, max_steps, layers, streams,
             stream_width, draft_vocab, samples_per_prompt, max_new_tokens, self_written, gen_batch_size, batch_size, lr,
             bf16, threads, device, seed, dtype, resume, force, trust_remote_code):
     """Distil a draft with speculative-streaming heads from TARGET (default: the embedded SmolLM2-135M)."""
@@ -61,6 +63,7 @@ def distill(target, output, data_dir, data_tokens, data_precision, exit_layer, e
     train = TrainOptions(minutes=minutes, max_steps=max_steps, lr=lr, batch_size=batch_size, bf16=bf16)
     options = DistillOptions(layers=layers, streams=streams, stream_width=stream_width, draft_vocab=draft_vocab,
                              data=data, data_dir=data_dir, data_tokens=int(data_tokens) if data_tokens else None,
+                             train_tokens=int(train_tokens) if train_tokens else None,
                              train=train, exit_minutes=exit_minutes, exit_rank=exit_rank, threads=threads, device=device, seed=seed, dtype=dtype, resume=resume,
                              force=force, trust_remote_code=trust_remote_code)
     report = distill_draft(target, output, options, log=click.echo,

@@ -35,6 +35,7 @@ class DistillOptions:
     data: DataOptions = field(default_factory=DataOptions)
     data_dir: Path | None = None  # default OUTPUT/work/data
     data_tokens: int | None = None  # labelled tokens to generate (None: every prompt)
+    train_tokens: int | None = None  # train on the first this many (a learning curve); None: all
     train: TrainOptions = field(default_factory=TrainOptions)
     exit_minutes: float = 10.0  # training budget of the exit adapter (0: no adapter)
     exit_rank: int = 256
@@ -101,6 +102,8 @@ def distill_draft(target: str | None, output: Path, options: DistillOptions, log
         progress.close()
     data_seconds = time.perf_counter() - started
     train_data, held_out = data.split()
+    if options.train_tokens is not None:  # the held-out set stays whole, so points of a curve compare
+        train_data = _first_tokens(train_data, options.train_tokens)
 
     vocab_map = None
     if options.draft_vocab:
@@ -149,6 +152,16 @@ def distill_draft(target: str | None, output: Path, options: DistillOptions, log
     return report
 
 
+def _first_tokens(continuations, tokens: int):
+    kept, total = [], 0
+    for c in continuations:
+        if total >= tokens:
+            break
+        kept.append(c)
+        total += len(c.topk_ids)
+    return kept
+
+
 def torch_device(name: str):
     """A torch device this machine has, or a one-line error (never a silent fall back to the CPU)."""
     import torch
@@ -185,6 +198,6 @@ def _settings(source, options: DistillOptions, threads: int | None = None, strea
     return {"target": source.description["source"], "layers": options.layers, "streams": options.streams,
             "stream_width": stream_width or options.stream_width, "draft_vocab": options.draft_vocab,
             "data": asdict(options.data), "data_dir": str(options.data_dir) if options.data_dir else None,
-            "data_tokens": options.data_tokens, "train": asdict(options.train), "exit_minutes": options.exit_minutes,
+            "data_tokens": options.data_tokens, "train_tokens": options.train_tokens, "train": asdict(options.train), "exit_minutes": options.exit_minutes,
             "exit_rank": options.exit_rank, "seed": options.seed,
             "threads": threads, "device": options.device}

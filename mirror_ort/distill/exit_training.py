@@ -48,9 +48,10 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
                        max_steps: int | None = None, lr: float = 2e-3, seed: int = 0, bf16: bool = True,
                        log=print) -> tuple[ExitAdapter, dict]:
     """Train an adapter for ``exit_layer``; returns it and its before/after figures on ``held_out``."""
+    from ..export.architectures import arch_spec
     from ..export.decoder import Head
 
-    head = Head(model).eval()
+    head = Head(model, arch_spec(model.config)).eval()
     for p in head.parameters():
         p.requires_grad_(False)
     hidden, ids, logprobs = positions(train)

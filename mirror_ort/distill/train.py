@@ -217,6 +217,7 @@ class Trainer:
                 tensors[f"adam.{n}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
         meta = {"step": str(self.step), "elapsed": repr(self.elapsed), "seed": str(self.seed)}
         tmp = self.checkpoint.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # with --data elsewhere, nothing made the work dir yet
         save_file(tensors, str(tmp), metadata=meta)
         tmp.rename(self.checkpoint)
 
