@@ -19,10 +19,10 @@ import statistics
 import sys
 import time
 
+from load_test import PROMPTS
 from openai import OpenAI
 
 from mirror_ort import Pipeline
-from load_test import PROMPTS
 
 
 def parse_args(argv=None):
