@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .click_types import INT_OR_AUTO
 from .errors import MirrorError
 from .export.quantize import DRAFT_PRECISIONS, PRECISIONS
 from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
@@ -13,21 +14,7 @@ from .generation import DRAFT_SOURCES, METHODS, GenerationConfig
 DEFAULTS = GenerationConfig()
 
 
-class _IntOrAuto(click.ParamType):
-    """A number (a window length, a layer), or auto."""
-
-    name = "INTEGER|auto"
-
-    def convert(self, value, param, ctx):
-        if value == "auto" or isinstance(value, int):
-            return value
-        try:
-            return int(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither auto nor an integer", param, ctx)
-
-
-GAMMA = EXIT_LAYER = _IntOrAuto()
+GAMMA = EXIT_LAYER = INT_OR_AUTO
 
 
 class _Group(click.Group):

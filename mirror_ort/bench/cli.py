@@ -2,7 +2,9 @@
 
 import click
 
+from ..click_types import INT_OR_AUTO
 from ..generation import GenerationConfig
+from .rows import PEER_WINDOW
 
 
 @click.command()
@@ -25,7 +27,9 @@ from ..generation import GenerationConfig
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed generations per row before timing.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--max-length", type=int, help="Cache capacity of mirror-ort's sessions (default: model limit, <= 2048).")
-@click.option("--gamma", type=int, default=6, show_default=True, help="Draft window (also the peers' draft length).")
+@click.option("--gamma", type=INT_OR_AUTO, default="auto", show_default=True,
+              help="Draft window of mirror-ort's rows, or auto (chosen each step); the peers draft this many, "
+                   f"{PEER_WINDOW} with auto.")
 @click.option("--kappa", type=int, help="Early-exit candidates per position (default: the bundle's).")
 @click.option("--max-branches", type=int, default=8, show_default=True, help="Cap on draft-tree branches.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy (lossless is measured).")

@@ -16,7 +16,7 @@ import time
 from ..generation import GenerationConfig
 from .alloc import Allocation
 from .requirements import require
-from .rows import Generation, Row, Skipped
+from .rows import Generation, Row, Skipped, peer_window
 
 MAX_DRAFT_TOKENS = 16  # onnxruntime-genai's limit
 
@@ -65,7 +65,7 @@ class GenaiRow(Row):
                            top_k=s.top_k or self.vocab_size, random_seed=s.seed)
         params.set_search_options(**options)
         if self.speculative:
-            params.set_speculative_options(max_draft_tokens=min(s.gamma, MAX_DRAFT_TOKENS))
+            params.set_speculative_options(max_draft_tokens=min(peer_window(s), MAX_DRAFT_TOKENS))
         start = time.perf_counter()
         generator = og.Generator(self.model, params)
         generator.append_tokens(np.asarray(ids, dtype=np.int32))

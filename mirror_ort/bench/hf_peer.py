@@ -12,7 +12,7 @@ import time
 from ..generation import GenerationConfig
 from .alloc import Allocation
 from .requirements import require
-from .rows import Generation, Row, Skipped
+from .rows import Generation, Row, Skipped, peer_window
 
 
 class HFRow(Row):
@@ -48,7 +48,7 @@ class HFRow(Row):
         input_ids = torch.tensor([list(ids)], dtype=torch.long)
         kw = {"attention_mask": torch.ones_like(input_ids)}
         if self.assistant is not None:
-            self.assistant.generation_config.num_assistant_tokens = s.gamma
+            self.assistant.generation_config.num_assistant_tokens = peer_window(s)
             self.assistant.generation_config.num_assistant_tokens_schedule = "constant"
             kw["assistant_model"] = self.assistant
         self.calls = 0

@@ -12,6 +12,12 @@ from ..generation import GenerationConfig
 from .alloc import Allocation
 
 BASELINE = "ar"  # the first bundle's shared-allocation ar row: reference of every speedup
+PEER_WINDOW = 6  # the peers' draft length when mirror-ort's rows choose theirs (gamma auto)
+
+
+def peer_window(s: GenerationConfig) -> int:
+    """How many tokens a peer's speculative mode drafts per step: --gamma, or PEER_WINDOW with auto."""
+    return PEER_WINDOW if s.auto_gamma else s.gamma
 
 
 class Skipped(Exception):
