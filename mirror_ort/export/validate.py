@@ -50,7 +50,7 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
     """Run every check, write the report beside the manifest (``validation.json``), and return it."""
     thresholds_given = thresholds
     thresholds = {**THRESHOLDS_BY_PRECISION.get(bundle.precision, DEFAULT_THRESHOLDS), **(thresholds or {})}
-    checks = [_check("sha256", _owner(bundle, name), lambda name=name: _same_hash(bundle, name))
+    checks = [{**_check("sha256", _owner(bundle, name), lambda name=name: _same_hash(bundle, name)), "file": name}
               for name in bundle.manifest.files]
     checks.append(_check("chat_template", "bundle", lambda: _renders(bundle)))
     for role, spec in bundle.manifest.graphs.items():
