@@ -84,15 +84,20 @@ def tiny_rows(families: list[str], log) -> list[dict]:
     return rows
 
 
-def real_rows(specs: list[str]) -> list[dict]:
-    """``family:model:variant=PATH`` -> rows from the bundles' validation reports."""
+def real_rows(specs: list[str], reports: list[str]) -> list[dict]:
+    """``family:model:variant=PATH`` -> rows from the bundles' validation reports, or (``reports``)
+    from report files: ``validation.json``, or an older bundle's manifest that embedded it."""
     from mirror_ort.bundle import Bundle
 
     rows = []
-    for spec in specs:
+    for spec, from_file in [(s, False) for s in specs] + [(r, True) for r in reports]:
         label, _, path = spec.partition("=")
         family, model, variant = label.split(":")
-        report = Bundle.load(path).validation if path else None
+        if from_file:
+            data = json.loads(Path(path).read_text())
+            report = data.get("validation", data)
+        else:
+            report = Bundle.load(path).validation if path else None
         rows.append({"family": family, "model": model, "variant": variant, **figures(report),
                      "bundle": Path(path).name if path else None})
     return rows
@@ -129,7 +134,7 @@ def markdown(rows: list[dict], command: str) -> str:
         "`tests/tiny_models.py` (sliding windows of 8 positions where the family slides; `llama3-rope` and "
         "`qwen3-yarn` scale their rotary tables). int4 is weight-only MatMulNBits (block 32, int8 activations), "
         "measured against the fp32 model; the static draft is the `--static` NPU graph (window 8, 64 positions). "
-        "Real models: the bundles named, validated by `mirror-ort export`; `-` where a figure does not apply or "
+        "Real models: the bundles named, validated by `mirror-ort export`, or the report file named with `--report` (Gemma 3 270M's: the manifest of its export before schema 3, which embedded the report); `-` where a figure does not apply or "
         "the bundle was not made.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -154,12 +159,14 @@ def main(argv=None) -> int:
     parser.add_argument("--families", default=",".join(ARCH_CONFIGS), help="Tiny families (ARCH_CONFIGS keys).")
     parser.add_argument("--bundle", action="append", default=[], metavar="FAMILY:MODEL:VARIANT=PATH",
                         help="A real model's bundle (repeatable); PATH may be empty for 'not made'.")
+    parser.add_argument("--report", action="append", default=[], metavar="FAMILY:MODEL:VARIANT=FILE",
+                        help="A real model's validation report file instead of its bundle (repeatable).")
     args = parser.parse_args(argv)
     rows = tiny_rows([f for f in args.families.split(",") if f], log=lambda m: print(m, file=sys.stderr))
-    rows += real_rows(args.bundle)
+    rows += real_rows(args.bundle, args.report)
     rows.sort(key=lambda r: (r["family"], not r["model"].startswith("tiny"), r["model"]))
     command = "python docs/export_matrix.py " + " ".join(
-        ["--out " + args.out] + [f"--bundle '{b}'" for b in args.bundle])
+        ["--out " + args.out] + [f"--bundle '{b}'" for b in args.bundle] + [f"--report '{r}'" for r in args.report])
     Path(args.out).write_text(markdown(rows, command))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

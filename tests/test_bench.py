@@ -343,3 +343,22 @@ def test_ort_genai_peers_on_a_sliding_window_model(tmp_path, dataset, tokenizer)
     assert not report["skipped"], report["skipped"]
     for name in ("ort-genai", "ort-genai-sd"):
         assert report["methods"][name]["lossless_rate"] == 1.0, name  # ar's ids: no more than 8 tokens either
+
+
+@pytest.mark.parametrize("genai", [False, True])
+def test_op_profile_sets_target_only_decoding_beside_genai(bundle_layers, tmp_path, genai):
+    """`profile --ops`: per-op and per-layer tables of a prefill and the decode steps, for
+    mirror-ort's prefix + suffix and (when installed) onnxruntime-genai's graph of the same model."""
+    from mirror_ort.cli import main
+
+    if genai:
+        pytest.importorskip("onnxruntime_genai")
+    out = tmp_path / "profile.md"
+    args = ["profile", str(bundle_layers), "--ops", "--steps", "4", "--prompt-tokens", "8", "--markdown", str(out)]
+    result = CliRunner().invoke(main, args + ([] if genai else ["--no-genai"]))
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| **wall time per token** |" in text and "GroupQueryAttention" in text
+    decode = text.split("| decode: op type |")[1].split("\n\n")[0]
+    rows = [[float(c) for c in r.strip("|").split("|")[1:] if c.strip()] for r in decode.splitlines()[2:]]
+    assert sum(r[0] for r in rows) > 0 and (sum(r[1] for r in rows if len(r) > 1) > 0) == genai  # genai's beside ours

@@ -11,6 +11,7 @@ time of each step: ``kernels`` (time inside kernels), ``session overhead`` (insi
     mirror-ort profile BUNDLE --ops --markdown docs/profile-fp32.md
 """
 
+import gc
 import json
 import tempfile
 import time
@@ -86,11 +87,14 @@ def by_run(events: list[dict]) -> list[list[dict]]:
 
 
 def phases(events: list[dict], node_layers: dict[str, str], steps: int) -> dict:
+    """The first run is the prefill, the last ``steps`` the timed decode steps (a warm-up step
+    between them may or may not run the graph: onnxruntime-genai's first token after a prefill
+    comes from the prefill's logits)."""
     runs = by_run(events)
-    if len(runs) < steps + 2:
-        raise MirrorError(f"the profile holds {len(runs)} runs, expected {steps + 2}: profile again")
+    if len(runs) < steps + 1:
+        raise MirrorError(f"the profile holds {len(runs)} runs, expected at least {steps + 1}: profile again")
     return {"prefill": summarize(runs[0], node_layers, 1),
-            "decode": summarize([e for run in runs[2:steps + 2] for e in run], node_layers, steps)}
+            "decode": summarize([e for run in runs[-steps:] for e in run], node_layers, steps)}
 
 
 def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int) -> dict:
@@ -148,10 +152,11 @@ def profile_genai(model_dir: Path, prompt: list[int], steps: int, threads: int) 
     for _ in range(steps):
         generator.generate_next_token()
     decode_ms = (time.perf_counter() - t0) * 1000 / steps
-    del generator, model  # the profile is written when the session ends
-    traces = sorted(Path(out).glob("genai*.json"))
+    del generator, params, model, config  # the profile is written when the last reference to the session goes
+    gc.collect()
+    traces = [t for t in sorted(Path(out).glob("genai*.json")) if t.stat().st_size]
     if not traces:
-        raise MirrorError(f"onnxruntime-genai wrote no profile in {out}")
+        raise MirrorError(f"onnxruntime-genai wrote no profile in {out}: profile with --no-genai")
     layers = _layer_of_nodes(next(Path(model_dir).glob("*.onnx")))
     return {"prefill_wall_ms": prefill_ms, "decode_wall_ms": decode_ms,
             "graphs": {"model": phases(_profile_events(traces[-1]), layers, steps)}}
