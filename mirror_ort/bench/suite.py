@@ -13,6 +13,7 @@ from pathlib import Path
 from ..bundle import Bundle
 from ..generation import GenerationConfig
 from ..providers import parse_provider
+from ..runtime.cost import processor_name
 from .alloc import allocation, available_cores, parse_alloc
 from .context import Context, default_cache_dir
 from .dataset import load_prompts, parse_categories
@@ -193,7 +194,7 @@ def _settings(options, contexts, methods, modes, cores, prompts, started) -> dic
         "draft_ep": options.draft_ep, "draft_ep_options": list(options.draft_ep_option),
         "genai_precision": options.genai_precision,
         "speedup_baseline": f"{BASELINE} of the first bundle ({contexts[0].precision})",
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": processor_name(), "python": platform.python_version()},
         "versions": versions,
         "started": started,
     }
@@ -204,13 +205,3 @@ def _load_average() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()

@@ -99,7 +99,7 @@ def measure(pipe) -> CostCurve:
         draft_ms, tree_ms = _measure_draft(pipe.draft, ids)
     return CostCurve(list(ROWS), target_ms, draft_ms, list(BRANCHES) if tree_ms else [], tree_ms,
                      {"format": FORMAT, "cache_positions": CACHE_POSITIONS, "target_ep": pipe.prefix.provider,
-                      "draft_ep": pipe.draft.provider if pipe.draft else None, "processor": _processor(),
+                      "draft_ep": pipe.draft.provider if pipe.draft else None, "processor": processor_name(),
                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
@@ -130,11 +130,12 @@ def _key(pipe) -> str:
     parts = [files[pipe.bundle.graph(role).file] for role in ("prefix", "suffix")]
     if pipe.draft is not None:
         parts += [files[pipe.draft.spec.file], pipe.draft.provider]
-    parts += [pipe.prefix.provider, str(pipe.threads), _processor(), FORMAT]
+    parts += [pipe.prefix.provider, str(pipe.threads), processor_name(), FORMAT]
     return sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
-def _processor() -> str:
+def processor_name() -> str:
+    """The CPU's model name (costs and bench reports are per processor)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
