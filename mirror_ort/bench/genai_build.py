@@ -12,12 +12,11 @@ into place only once its build succeeded.
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from .peer_cache import build_once, last_line
 from .peer_models import save_hf_dir
 from .rows import Skipped
 
@@ -52,30 +51,19 @@ def run_builder(hf_dir: Path, out: Path, precision: str, work: Path) -> None:
            "-p", precision, "-e", "cpu", "-c", str(work / "builder_cache")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not (out / "genai_config.json").is_file():
-        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
-        raise Skipped(f"onnxruntime-genai's model builder failed on {hf_dir.name}: "
-                      f"{lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
+        raise Skipped(f"onnxruntime-genai's model builder failed on {hf_dir.name}: {last_line(proc)}")
 
 
 def _build(cache: Path, what: str, save, precision: str, log) -> Path:
     """Build into ``cache`` (if not there yet) via a temporary sibling directory."""
-    if (cache / "genai_config.json").is_file():
-        return cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
-    try:
+    def build(work: Path) -> Path:
         log(f"building the onnxruntime-genai {what} ({precision}) into {cache} ...")
-        hf_dir = save(work / "hf")
         out = work / "model"
-        run_builder(hf_dir, out, precision, work)
+        run_builder(save(work / "hf"), out, precision, work)
         for unused in UNUSED_FILES:  # prompts go in as token ids: onnxruntime-genai's tokenizer is never used
             (out / unused).unlink(missing_ok=True)
-        if cache.exists():
-            shutil.rmtree(cache)
-        out.rename(cache)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return cache
+        return out
+    return build_once(cache, "genai_config.json", build)
 
 
 def build_target(ctx) -> Path:

@@ -9,15 +9,14 @@ token ids; ONNX Runtime gets the row's threads through its session options.
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..generation import GenerationConfig
 from .alloc import Allocation
+from .peer_cache import build_once, last_line
 from .peer_models import save_hf_dir
 from .requirements import require
 from .rows import Generation, Row, Skipped
@@ -38,25 +37,17 @@ def build(ctx) -> Path:
     key = hashlib.sha256(json.dumps(["optimum", files[graphs["prefix"].file], files[graphs["suffix"].file],
                                      _version()]).encode()).hexdigest()[:16]
     cache = Path(ctx.cache_dir) / "optimum" / key
-    if (cache / "config.json").is_file():
-        return cache
-    model, tokenizer = ctx.peers.target()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
-    try:
+
+    def export(work: Path) -> Path:
+        model, tokenizer = ctx.peers.target()
         ctx.log(f"exporting the optimum-onnx model into {cache} ...")
         hf_dir = save_hf_dir(model, tokenizer, work / "hf")
         out = work / "model"
         proc = subprocess.run([sys.executable, "-c", EXPORT, str(hf_dir), str(out)], capture_output=True, text=True)
         if proc.returncode != 0 or not (out / "config.json").is_file():
-            lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
-            raise Skipped(f"optimum-onnx's exporter failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
-        if cache.exists():
-            shutil.rmtree(cache)
-        out.rename(cache)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return cache
+            raise Skipped(f"optimum-onnx's exporter failed: {last_line(proc)}")
+        return out
+    return build_once(cache, "config.json", export)
 
 
 class OptimumRow(Row):
