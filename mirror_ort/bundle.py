@@ -162,6 +162,9 @@ class GraphSpec:
     source: str | None = None  # the draft's source (layers:K, a distilled draft, a model)
     vocab_map: str | None = None  # the draft's reduced vocabulary: a file of target ids
     quantization: dict | None = None  # how a QDQ draft was calibrated
+    # A lone row computes the bits it would inside a window (the graph pads attention itself,
+    # export/decoder.py): the runtime adds no filler row. Bundles exported before say nothing: False.
+    one_row_exact: bool = False
     extra: dict = field(default_factory=dict)  # facts another version added, kept as they are
 
     @property
@@ -189,7 +192,7 @@ class GraphSpec:
                 for index, layer in enumerate(range(*self.layers)) for kind, name in enumerate(("key", "value"))]
 
     KNOWN = ("file", "layers", "num_kv_heads", "head_dim", "kv_layout", "precision", "inputs", "outputs", "names",
-             "static", "streams", "source", "vocab_map", "quantization")
+             "static", "streams", "source", "vocab_map", "quantization", "one_row_exact")
 
     @classmethod
     def read(cls, role: str, r: _Reader, bundle_dir: Path) -> "GraphSpec":
@@ -220,7 +223,7 @@ class GraphSpec:
                           for i, v in enumerate(r.get("outputs", list))),
             names=names, static=static, streams=r.get("streams", int, 0, check=_non_negative),
             source=r.get("source", str, None), vocab_map=r.get("vocab_map", str, None),
-            quantization=r.get("quantization", dict, None),
+            quantization=r.get("quantization", dict, None), one_row_exact=r.get("one_row_exact", bool, False),
             extra={k: v for k, v in r.obj.items() if k not in cls.KNOWN})
 
     @classmethod
@@ -233,7 +236,7 @@ class GraphSpec:
                "head_dim": self.head_dim, "kv_layout": self.kv_layout, "precision": self.precision,
                "inputs": [asdict(t) for t in self.inputs], "outputs": [asdict(t) for t in self.outputs],
                "names": {k: v for k, v in self.names.items() if k in {**COMMON_NAMES, **GRAPH_NAMES[self.role]}},
-               "static": self.static, "streams": self.streams}
+               "static": self.static, "streams": self.streams, "one_row_exact": self.one_row_exact}
         for key in ("source", "vocab_map", "quantization"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)

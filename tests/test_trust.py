@@ -290,7 +290,7 @@ def _mutations(manifest: dict):
             if isinstance(value, dict):
                 yield from walk(value, here)
     optional = {"attention_span_limit", "tied_embeddings", "dtype", "head", "adapter", "selection", "bos_token_id", "bos_token",
-                "eos_token", "chat_template", "precision", "static", "streams", "source", "vocab_map"}
+                "eos_token", "chat_template", "precision", "static", "streams", "source", "vocab_map", "one_row_exact"}
     for path, value in walk(manifest, []):
         if path[-1] not in optional and path[0] != "files" and path != ["graphs", "draft"]:
             yield f"remove {'.'.join(path)}", path, "remove"

@@ -10,10 +10,10 @@
   the shared row ``ar``, the baseline of every speedup.
 """
 
-import os
 from dataclasses import dataclass
 
 from ..errors import MirrorError
+from ..providers import available_cores
 
 MODES = ("shared", "split")
 
@@ -39,13 +39,6 @@ class Allocation:
     def as_dict(self) -> dict:
         return {"mode": self.mode, "target_threads": self.target_threads, "draft_threads": self.draft_threads,
                 "cores": self.cores}
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def parse_alloc(text: str) -> list[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..bundle import Bundle
 from ..generation import GenerationConfig
-from ..providers import parse_provider
+from ..providers import available_cores, parse_provider
 from ..runtime.cost import processor_name
-from .alloc import allocation, available_cores, parse_alloc
+from .alloc import allocation, parse_alloc
 from .context import Context, default_cache_dir
 from .dataset import load_prompts, parse_categories
 from .genai_build import PRECISIONS

@@ -219,7 +219,8 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
                  [first_name, "position_ids", "attention_mask", "head_rows", *kv],
                  outputs + presents, dynamic, path)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
-            "kv_layout": "BNSH-shared" if shared else "BSND", **graph_io(path), "static": None, **facts}
+            "kv_layout": "BNSH-shared" if shared else "BSND", "one_row_exact": shared, **graph_io(path),
+            "static": None, **facts}
 
 
 def _manifest(source: Source, spec, early_exit: dict, graphs: dict, directory: Path) -> dict:

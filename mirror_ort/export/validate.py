@@ -21,6 +21,7 @@ from ..errors import MirrorError
 from ..providers import ProviderChoice, create_session
 from ..runtime.masks import causal_mask, positions
 from ..runtime.session import GraphSession
+from ..runtime.target import FILLER_ROWS, Target
 
 DEFAULT_THRESHOLDS = {
     "max_logit_diff": 1e-2,      # max |logit_onnx - logit_torch| over all checked positions
@@ -97,7 +98,6 @@ def _exact_windows(bundle: Bundle) -> dict:
     the CPU EP."""
     from ..runtime.pipeline import Pipeline
     from ..runtime.stats import Stats
-    from ..runtime.target import FILLER_ROWS, Target
 
     pipe = Pipeline.from_bundle(bundle, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
     ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 8 + sum(EXACT_WINDOWS))]
@@ -148,8 +148,9 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
         ids = (ids * (length // max(len(ids), 1) + 1))[:length]
         prompts.append(ids)
     prompts.append(list(np.random.default_rng(0).integers(0, vocab, length)))  # off-distribution ids
-    prefix = GraphSession(bundle.graph("prefix"), create_session(bundle.graph("prefix").path, ProviderChoice()), length)
-    suffix = GraphSession(bundle.graph("suffix"), create_session(bundle.graph("suffix").path, ProviderChoice()), length)
+    capacity = length + FILLER_ROWS  # the target's attention writes one row past each window
+    prefix = GraphSession(bundle.graph("prefix"), create_session(bundle.graph("prefix").path, ProviderChoice()), capacity)
+    suffix = GraphSession(bundle.graph("suffix"), create_session(bundle.graph("suffix").path, ProviderChoice()), capacity)
     draft = draft_module = None
     # A static draft (--static) runs through the runtime's padding path, like any run; it is
     # skipped only when its fixed K/V capacity cannot hold the check's sequence.

@@ -4,6 +4,7 @@ Kept apart from session creation so the options for providers that cannot run on
 (CUDA, DirectML) can still be built and checked.
 """
 
+import os
 from dataclasses import dataclass
 
 import onnxruntime as ort
@@ -35,6 +36,14 @@ def provider_options(choice: ProviderChoice) -> dict[str, str]:
         options[spec.device.option] = device
     options.update({key: str(value) for key, value in choice.options.items()})
     return spec.translate(device, options) if spec.translate else options
+
+
+def available_cores() -> int:
+    """The cores this process may run on (what ONNX Runtime's default thread pool fills)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def build_session_options(choice: ProviderChoice, threads: int | None = None, spin: bool | None = None,

@@ -90,10 +90,9 @@ def measure(pipe) -> CostCurve:
             target.truncate(CACHE_POSITIONS)
         target_ms.append(statistics.median(times[1:]))
     target.reset()
-    # A lone token is scored with a filler row (target.py): one and two rows are the same work. More
-    # rows never cost less; what the medians say otherwise is the machine's noise.
-    target_ms[0] = target_ms[1] = (target_ms[0] + target_ms[1]) / 2
-    target_ms = list(np.maximum.accumulate(target_ms))
+    if target.min_rows > 1:  # a lone token is scored with a filler row (target.py): the same work as two
+        target_ms[0] = target_ms[1] = (target_ms[0] + target_ms[1]) / 2
+    target_ms = list(np.maximum.accumulate(target_ms))  # more rows never cost less: the rest is noise
     draft_ms, tree_ms = None, []
     if pipe.draft is not None:
         draft_ms, tree_ms = _measure_draft(pipe.draft, ids)

@@ -52,6 +52,7 @@ class DraftWorker:
         self._results: queue.Queue = queue.Queue()
         self._verdict: Verdict | None = None
         self._verdict_ready = threading.Event()
+        self._unwanted = 0  # windows still to come that the target thread will not take
         self._accepted, self._trials = 1, 2  # per-token acceptance counts (a uniform prior)
         self._thread = threading.Thread(target=self._loop, name="mirror-draft", daemon=True)
         self._thread.start()
@@ -68,8 +69,11 @@ class DraftWorker:
         self._verdict_ready.clear()
         self._tasks.put(("tree", (committed_length, window, message, branches, depth)))
 
-    def forget(self, length: int) -> None:
-        """A window the worker made will not be verified: keep only the cache of ``length`` committed tokens."""
+    def forget(self, length: int, owed: bool = False) -> None:
+        """A window the worker made (or, ``owed``, is still making) will not be verified: keep only
+        the cache of ``length`` committed tokens."""
+        if owed:
+            self._unwanted += 1
         self._tasks.put(("truncate", length))
 
     def verdict(self, verdict: Verdict) -> None:
@@ -77,11 +81,20 @@ class DraftWorker:
         self._verdict_ready.set()
 
     def window(self) -> Window:
-        """The next window; raises what the worker raised."""
-        result = self._results.get()
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        """The next window wanted; raises what the worker raised (also while making an unwanted one).
+        A tree's window counts as reused or fallback here, when it is taken."""
+        while True:
+            result = self._results.get()
+            if isinstance(result, BaseException):
+                raise result
+            if self._unwanted:
+                self._unwanted -= 1
+                continue
+            window, reused = result
+            if reused is not None:
+                self.stats.reused_windows += reused
+                self.stats.fallback_windows += not reused
+            return window
 
     def close(self) -> None:
         """Stop the worker and wait for it: it ends after the draft call in progress, if any."""
@@ -105,17 +118,19 @@ class DraftWorker:
                 elif kind == "truncate":
                     self.drafter.cache.truncate(payload)
                 elif kind == "propose":
-                    self._results.put(self.drafter.propose(*payload))
+                    self._results.put((self.drafter.propose(*payload), None))
                 else:
-                    window = self._rendezvous(*payload)
-                    if window is not None:
-                        self._results.put(window)
+                    result = self._rendezvous(*payload)
+                    if result is not None:
+                        self._results.put(result)
             except BaseException as e:  # handed to the target thread, which finishes alone
                 error = e
                 if kind in ("propose", "tree"):
                     self._results.put(e)
 
-    def _rendezvous(self, n: int, window: Window, message: ExitMessage, branches: int, depth: int) -> Window | None:
+    def _rendezvous(self, n: int, window: Window, message: ExitMessage, branches: int,
+                    depth: int) -> tuple[Window, bool] | None:
+        """The next window and whether the tree held it (None: the generation ended)."""
         acceptance = self._accepted / self._trials
         tree = DraftTree(self.drafter, n, window, plan(window.tokens, message, branches, acceptance), depth)
         self.stats.tree_branches += len(tree.active)
@@ -136,21 +151,20 @@ class DraftWorker:
         self._trials += v.accepted + (v.accepted < len(window))
         chosen = chosen if pruned else tree.prune(v.accepted, v.token)
         if chosen is not None:
-            self.stats.reused_windows += 1
-            return tree.adopt(chosen)
-        self.stats.fallback_windows += 1
+            return tree.adopt(chosen), True
         tree.abandon(v.accepted)
-        return self.drafter.propose(v.committed, depth)
+        return self.drafter.propose(v.committed, depth), False
 
 
 def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, stats, kappa: int, vocab_size: int,
                     tree: "TreeBudget"):
     """Mirror-SD steps. A model window comes from the worker (the tree's branch for what the
-    target decided, or a fresh proposal); a lookup window or a plain step needs no tree."""
+    target decided, or a fresh proposal); a lookup window or a plain step needs no tree, and
+    a step whose tree would not fit the draft's idle time sends no early-exit message."""
     worker.prefill(seq.tokens)  # the draft reads the prompt while the target does
     first = prefill(target, seq, decoding, rand)
     yield first
-    ready, failed = None, False  # ready: the worker's window for the current committed tokens
+    owed, failed = False, False  # owed: the worker is making the window after the last verdict
     while not seq.done:
         n = len(seq.tokens)
         started = time.perf_counter()
@@ -158,42 +172,44 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
         if plan.source == "model" and failed:
             plan = Plan("none", 0)
         if plan.source == "model":
-            if ready is None:
+            if not owed:
                 worker.propose(seq.tokens, plan.gamma)
-                ready, failed = _next_window(worker, stats)
+            ready, failed = _next_window(worker, stats)  # waited for only now: a step that needs it
             window = ready.head(plan.gamma)
         else:
-            if ready is not None and not failed:
-                worker.forget(n)  # its rollout stays unverified
+            if owed:
+                worker.forget(n, owed=True)  # its rollout stays unverified
             window = (Window(plan.tokens, [point_mass(t, vocab_size, decoding) for t in plan.tokens])
                       if plan.source == "lookup" else Window())
-        ready = None
-        with_tree = plan.source == "model" and not failed
-        hidden, message = target.prefix([seq.tokens[-1]] + window.tokens, kappa)
+        branches = tree.branches(len(window) + 1, stats) if plan.source == "model" and not failed else 0
+        hidden, message = target.prefix([seq.tokens[-1]] + window.tokens, kappa if branches else None)
         stats.target_calls += 1
-        if with_tree:
-            branches = tree.branches(len(window) + 1, stats)
+        if branches:
             worker.tree(n, window, message, branches, plan.gamma)  # the early-exit message
         out = target.suffix(hidden, decoding.greedy)
         accepted, token = verify(window, out, n, decoding, rand)
         target.truncate(n + accepted)
         stats.accepted_draft_tokens += accepted
         kept = seq.commit(window.tokens[:accepted] + [token])
-        if with_tree:
+        owed = bool(branches)
+        if branches:
             worker.verdict(Verdict(accepted, token, list(seq.tokens), seq.done))
-            if not seq.done:
-                ready, failed = _next_window(worker, stats)
+        elif plan.source == "model" and not failed:
+            worker.forget(n + accepted)  # a window without a tree: keep what the target confirmed
         planner.observe(plan, len(window), accepted,
                         overhead_ms=(time.perf_counter() - started) * 1000 - tree.target_ms(len(window) + 1))
         yield kept
 
 
 class TreeBudget:
-    """How wide the draft tree may be: as many branches as finish within the target's suffix on
-    the draft's device (the cost curve), halved while reuse stays low."""
+    """How wide the draft tree may be: as many branches as finish while the draft's device is
+    idle, within the target's suffix (from the cost curve), halved while reuse stays low. A draft
+    that shares the target's cores has no idle time (``idle_share`` 0): its tree would slow the
+    suffix it hides behind, so it builds none and drafts after the verdict, as ``sd`` does.
+    Without a cost curve (a fixed gamma) the tree is always ``max_branches`` wide."""
 
-    def __init__(self, curve, suffix_share: float, levels_per_token: float, max_branches: int):
-        self.curve, self.suffix_share, self.levels_per_token = curve, suffix_share, levels_per_token
+    def __init__(self, curve, idle_share: float, levels_per_token: float, max_branches: int):
+        self.curve, self.idle_share, self.levels_per_token = curve, idle_share, levels_per_token
         self.max_branches = max_branches
         self.chosen: list[int] = []
 
@@ -203,8 +219,10 @@ class TreeBudget:
     def branches(self, rows: int, stats) -> int:
         if self.curve is None or not self.curve.tree_ms:
             chosen = self.max_branches
+        elif self.idle_share <= 0:
+            chosen = 0
         else:
-            budget = self.curve.target(rows) * self.suffix_share
+            budget = self.curve.target(rows) * self.idle_share
             levels = max(1.0, (rows - 1) * self.levels_per_token)
             fits = [b for b in range(1, self.max_branches + 1) if levels * self.curve.tree_level(b) <= budget]
             chosen = max(fits, default=1)
@@ -215,7 +233,8 @@ class TreeBudget:
         return chosen
 
     def summary(self) -> dict:
-        return {"mean_branches": sum(self.chosen) / len(self.chosen) if self.chosen else 0.0}
+        return {"mean_branches": sum(self.chosen) / len(self.chosen) if self.chosen else 0.0,
+                "tree_idle_share": round(self.idle_share, 3)}
 
 
 LOW_REUSE, LOW_REUSE_AFTER = 0.25, 8  # reuse below 25% after 8 trees: a narrower tree

@@ -19,7 +19,8 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import MirrorError
 from ..generation import GenerationConfig
-from ..providers import ProviderChoice, create_session, parse_provider
+from ..providers import ProviderChoice, available_cores, create_session, parse_provider
+from ..providers.spec import CPU_EP
 from .ar import generate_ar
 from .cost import CostCurve, cost_curve
 from .draft import Drafter
@@ -73,7 +74,7 @@ class Pipeline:
         bundle = path if isinstance(path, Bundle) else Bundle.load(path, verify=verify)
         target_ep = parse_provider(target_ep) if isinstance(target_ep, str) else target_ep
         draft_ep = parse_provider(draft_ep) if isinstance(draft_ep, str) else draft_ep
-        limit = bundle.max_length - FILLER_ROWS  # positions for the filler row of a one-token target call
+        limit = bundle.max_length - FILLER_ROWS  # positions for the row a target call may write past its window
         max_length = max_length or min(limit, DEFAULT_MAX_LENGTH)
         if not 1 < max_length <= limit:
             raise MirrorError(f"--max-length {max_length} is outside 2..{limit} for this model")
@@ -198,7 +199,7 @@ class Pipeline:
             source = self.draft_source(config)
             streams = self.draft.spec.streams if self.draft is not None else 0
             planner = WindowPlanner(source, None if config.auto_gamma else config.gamma, gamma, curve, 1 + streams,
-                                    follow_timing=decoding.greedy)
+                                    follow_timing=decoding.greedy, free_guess=target.min_rows > 1)
             drafter = None
             if self.draft is not None:
                 self.draft.cache.length = 0
@@ -206,9 +207,7 @@ class Pipeline:
             if method == "sd" or drafter is None:
                 steps = generate_sd(target, drafter, planner, seq, decoding, rand, stats, self.bundle.vocab_size)
             else:
-                model = self.bundle.manifest.model
-                budget = TreeBudget(curve, (model.num_layers - self.bundle.exit_layer) / model.num_layers,
-                                    1 / (1 + streams), max_branches)
+                budget = TreeBudget(curve, self._draft_idle_share(), 1 / (1 + streams), max_branches)
                 worker = DraftWorker(drafter)
                 steps = generate_mirror(target, worker, planner, seq, decoding, rand, stats, kappa,
                                         self.bundle.vocab_size, budget)
@@ -227,6 +226,17 @@ class Pipeline:
                                      "cost_curve": curve.as_dict() if curve else None}
             self._cached = seq.tokens[:target.length]
 
+
+    def _draft_idle_share(self) -> float:
+        """The share of a target step the draft's device is idle: the suffix's, unless the draft
+        runs on the CPU cores the target's threads already fill (then none)."""
+        model = self.bundle.manifest.model
+        if self.prefix.provider == self.draft.provider == CPU_EP:
+            target_threads, draft_threads, _ = self.threads
+            cores = available_cores()
+            if (target_threads or cores) + (draft_threads or cores) > cores:
+                return 0.0
+        return (model.num_layers - self.bundle.exit_layer) / model.num_layers
 
     def _usable_length(self, method: str, gamma: int, max_branches: int, prompt_tokens: int) -> int:
         """The longest sequence this generation may reach. A static draft's cache is fixed at its

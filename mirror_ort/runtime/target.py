@@ -3,14 +3,14 @@
 Cache invariant between steps: both halves hold K/V for every committed token but
 the last (the pending token, which the next window starts with).
 
-Every call scores at least two rows and runs its head on at least two. ONNX Runtime's CPU
-kernels take another path for a single row (a GEMV instead of the GEMM, in attention and
-the LM head), so a token scored alone differed in its last bits from the same token scored
-inside a window: enough, once int4 graphs round activations to int8, to change the output.
-A one-token call gets a filler row after it (its K/V land past the cache length and are
-overwritten by the next call), and a lone head row is asked for twice. Then target-only
-decoding and every verification window compute each row bit for bit alike, at every
-precision (tests/test_runtime.py checks it).
+Target-only decoding and every verification window must compute each row bit for bit
+alike, at every precision (tests/test_runtime.py checks it). ONNX Runtime's CPU kernels take
+another path for a single row in attention (a GEMV instead of the GEMM), so a token scored
+alone would differ in its last bits from the same token scored inside a window: enough, once
+int4 graphs round activations to int8, to change the output. Graphs exported now pad their
+attention by one query row themselves (``one_row_exact``), so a lone token costs one row.
+For older graphs a one-token call gets a filler row after it, and a lone head row is asked
+for twice. Either way the extra K/V land past the cache length and the next call overwrites them.
 """
 
 from dataclasses import dataclass
@@ -22,8 +22,7 @@ from .session import GraphSession
 from .stats import Stats
 
 NO_ROWS = np.zeros(0, dtype=np.int64)
-MIN_ROWS = 2  # see the module docstring
-FILLER_ROWS = MIN_ROWS - 1  # cache positions a one-token call may write past the sequence
+FILLER_ROWS = 1  # cache positions a call may write past its window (see the module docstring)
 
 
 @dataclass
@@ -39,6 +38,7 @@ class ExitMessage:
 class Target:
     def __init__(self, prefix: GraphSession, suffix: GraphSession, stats: Stats):
         self.prefix_session, self.suffix_session, self.stats = prefix, suffix, stats
+        self.min_rows = 1 if prefix.spec.one_row_exact and suffix.spec.one_row_exact else 1 + FILLER_ROWS
 
     @property
     def length(self) -> int:
@@ -55,7 +55,7 @@ class Target:
     def prefix(self, tokens: list[int], kappa: int | None = None, timer: str = "prefix"):
         """Layers [0, l_e) over new tokens; returns the hidden state and the early-exit message."""
         start, self._rows = self.length, len(tokens)
-        tokens = list(tokens) + [tokens[-1]] * (MIN_ROWS - len(tokens))  # a filler row, see above
+        tokens = list(tokens) + [tokens[-1]] * (self.min_rows - len(tokens))  # a filler row, see above
         self._window = (positions(start, len(tokens)), causal_mask(start, len(tokens)))
         exit_rows = np.arange(self._rows, dtype=np.int64) if kappa else NO_ROWS  # for Mirror-SD's draft alone
         with self.stats.timed(timer):
@@ -72,7 +72,7 @@ class Target:
         (every row, or only the last one)."""
         start, rows = self.suffix_session.cache.length, self._rows
         wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
-        head_rows = np.resize(wanted, max(len(wanted), MIN_ROWS))  # a lone row is asked for twice
+        head_rows = np.resize(wanted, max(len(wanted), self.min_rows))  # a lone row twice, see above
         with self.stats.timed(timer):
             out = self.suffix_session.run(hidden, *self._window, head_rows,
                                           outputs=("next_ids",) if greedy else ("logits",))

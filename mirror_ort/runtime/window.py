@@ -93,6 +93,11 @@ class WindowController:
         self.chosen.append(gamma)
         return gamma
 
+    def pays(self, gamma: int) -> bool:
+        """Would a window of ``gamma`` beat the best shorter one? (Asked, not recorded as a choice.)"""
+        return best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, gamma,
+                           self.overhead_ms) == gamma
+
     def observe(self, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
                 overhead_ms: float | None = None) -> None:
         """After verification: positions 0..accepted-1 were accepted, position ``accepted`` (if proposed) was not."""
@@ -126,16 +131,16 @@ class WindowPlanner:
 
     ``draft``: "model", "lookup" or "both". With both, a long lookup match (``LONG_MATCH``
     tokens of n-gram) goes first, since it costs no draft call; else the model draft; and a
-    step that verifies no model window still verifies a lookup guess when there is one: the
-    target scores at least two rows anyway (``target.py``), so the guess rides in the row that
-    would have been filler. Fixed ``gamma``: every model window is that long. ``gamma="auto"``:
-    ``WindowController`` per source."""
+    step that verifies no model window still verifies a one-token lookup guess when there is
+    one and it pays; on a target that scores at least two rows anyway (``free_guess``, older
+    graphs: ``target.py``) it always pays, riding in the row that would have been filler.
+    Fixed ``gamma``: every window is that long. ``gamma="auto"``: ``WindowController`` per source."""
 
     def __init__(self, draft: str, gamma: int | None, max_gamma: int, curve, tokens_per_call: int,
-                 follow_timing: bool = True):
+                 follow_timing: bool = True, free_guess: bool = False):
         from .lookup import LONG_MATCH, PromptLookup
 
-        self.draft, self.gamma, self.long_match = draft, gamma, LONG_MATCH
+        self.draft, self.gamma, self.long_match, self.free_guess = draft, gamma, LONG_MATCH, free_guess
         self.lookup = PromptLookup() if draft in ("lookup", "both") else None
         target_ms = curve.target if curve is not None else (lambda rows: 1.0)
         self.model = (WindowController(target_ms, curve.draft_ms or 0.0, tokens_per_call, max_gamma, follow_timing)
@@ -150,17 +155,18 @@ class WindowPlanner:
         limit = min(room, self.max_gamma)
         guess, n = self.lookup.propose(tokens, limit) if self.lookup else ([], 0)
         if guess and (self.draft == "lookup" or n >= self.long_match):
-            length = max(self.looked.choose(len(guess)), 1) if self.looked else len(guess)
-            if self.looked:
-                self.looked.chosen[-1] = length  # at least the guess that rides in the filler row
-            return Plan("lookup", 0, guess[:length])
+            length = self.looked.choose(len(guess)) if self.looked else len(guess)
+            if self.free_guess and self.looked:
+                length = self.looked.chosen[-1] = max(length, 1)  # the guess rides in the filler row
+            if length:
+                return Plan("lookup", 0, guess[:length])
         if self.draft in ("model", "both"):
             gamma = self.model.choose(limit) if self.model else min(self.gamma, limit)
             self.model_windows.append(gamma)
             if gamma:
                 return Plan("model", gamma)
-        if guess:
-            return Plan("lookup", 0, guess[:1])  # free: the target scores two rows either way
+        if guess and (self.free_guess or self.looked is None or self.looked.pays(1)):
+            return Plan("lookup", 0, guess[:1])
         return Plan("none", 0)
 
     def observe(self, plan: Plan, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
