@@ -163,7 +163,7 @@ class GraphSpec:
     vocab_map: str | None = None  # the draft's reduced vocabulary: a file of target ids
     quantization: dict | None = None  # how a QDQ draft was calibrated
     # A lone row computes the bits it would inside a window (the graph pads attention itself,
-    # export/decoder.py): the runtime adds no filler row. Bundles exported before say nothing: False.
+    # export/decoder.py): the runtime adds no filler row. Older bundles say nothing: False.
     one_row_exact: bool = False
     extra: dict = field(default_factory=dict)  # facts another version added, kept as they are
 

@@ -1,9 +1,10 @@
 """Thread allocations: who gets which cores.
 
 * ``shared``: every method gets all cores: each ONNX Runtime session, onnxruntime-genai
-  session and PyTorch gets ``cores`` intra-op threads. In Mirror-SD the target and the
-  draft then run at the same time on the same cores, so their sessions stop
-  spin-waiting (``spin=False``); everything else keeps ONNX Runtime's default.
+  session and PyTorch gets ``cores`` intra-op threads. In Mirror-SD with a fixed gamma the
+  target and the draft then run at the same time on the same cores, so their sessions stop
+  spin-waiting (``spin=False``); with gamma auto it builds no tree there (the draft has no
+  idle cores), and like everything else keeps ONNX Runtime's default.
 * ``split``: the target session gets 1 thread and the draft session 1 thread (two
   sessions on two cores for Mirror-SD). Methods with a single model (``ar``, the
   plain peers) get 1 thread here; ``ar`` with all cores is always measured too, as

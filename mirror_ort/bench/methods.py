@@ -47,7 +47,9 @@ def _pipeline_method(method: str, overrides: dict | None = None):
         if method != "ar" and not ctx.bundle.has_draft and (overrides or {}).get("draft") not in ("lookup", "auto"):
             raise Skipped(f"the bundle has no draft graph, which {method} needs: export it with --draft, "
                           f"or name {method}:draft=lookup")
-        concurrent = method == "mirror"
+        # Mirror-SD's target and draft run at the same time when it builds trees: always with a fixed
+        # gamma, with gamma auto only when the draft has cores of its own (runtime/mirror.py TreeBudget)
+        concurrent = method == "mirror" and not ctx.settings.updated(**(overrides or {})).auto_gamma
         pipe = ctx.pipeline(alloc, spin=alloc.spin(concurrent))
         threads = {"target": alloc.target_threads}
         if method != "ar":

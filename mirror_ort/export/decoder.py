@@ -18,8 +18,8 @@ inside and a shared BNSH cache (``past.{i}.key`` and ``present.{i}.key`` are the
 [batch, kv_heads, capacity, head_dim] buffer; the op writes the new positions in place
 after the first ``total - seq``). The target only ever scores causal windows, so the
 mask's width (``total``) is all the op needs from it; positions follow from the length.
-Its query rows are padded by one inside the graph (``PADDED_QUERY_ROWS``), so a lone
-token costs one row everywhere else and still computes the bits a window would.
+A quantized target's query rows are padded by one inside the graph (``PADDED_QUERY_ROWS``),
+so a lone token costs one row everywhere else and still computes the bits a window would.
 The draft keeps BSND and explicit masks: its tree levels need tree masks.
 
 Sliding-window layers (Mistral, Phi-3, Qwen with ``use_sliding_window``, Gemma 3's local
@@ -46,9 +46,13 @@ from .architectures import ArchSpec, layer_windows
 MASKED = -1e9  # the runtime's additive mask value (runtime/masks.py)
 # GroupQueryAttention's CPU kernel takes a GEMV path for a single query row, whose last bits differ
 # from the same row scored inside a window; every other op of the target computes a row alike
-# whatever the row count. So the target's attention always scores one zero row more than it is
-# given, and a token scored alone is bit for bit the token scored in a window (``one_row_exact``).
+# whatever the row count. So a quantized target's attention scores one zero row more than it is
+# given, and a token scored alone is bit for bit the token scored in a window (``one_row_exact``):
+# its int8-activation MatMuls cost per row (one row instead of two: 9% faster decoding at int4).
+# At fp32 a MatMul costs the same for one row or two and the pad's two ops per layer cost more
+# than the row saves, so fp32 graphs leave the filler row to the runtime (runtime/target.py).
 PADDED_QUERY_ROWS = 1
+PAD_QUERY_PRECISIONS = ("int8", "int4")
 
 
 def rotate_half(x):
@@ -88,7 +92,8 @@ class DecoderSpan(nn.Module):
 
     fused = True  # export with opset-23 RMSNormalization / RotaryEmbedding / Attention
 
-    def __init__(self, hf_model, start: int, end: int, spec: ArchSpec, shared_cache: bool = False):
+    def __init__(self, hf_model, start: int, end: int, spec: ArchSpec, shared_cache: bool = False,
+                 pad_query_rows: bool = False):
         super().__init__()
         cfg = hf_model.config
         self.start, self.end = start, end
@@ -102,6 +107,7 @@ class DecoderSpan(nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         # ONNX Runtime's GroupQueryAttention takes head sizes in multiples of 16; others keep BSND.
         self.shared_cache = shared_cache and self.head_dim % 16 == 0
+        self.padded_rows = PADDED_QUERY_ROWS if self.shared_cache and pad_query_rows else 0  # see PADDED_QUERY_ROWS
         if self.shared_cache:
             self._prepare_gqa(cfg)
 
@@ -246,9 +252,10 @@ class DecoderSpan(nn.Module):
         the next RMSNorm in one op) around a packed gate/up MLP."""
         spec = self.spec
         b, s, _ = hidden.shape
-        # One zero query row after the window (see PADDED_QUERY_ROWS): its K/V land one past the
-        # window, where the runtime keeps room and the next call overwrites them.
-        total = attention_mask.shape[-1] + PADDED_QUERY_ROWS
+        # Padded: one zero query row after the window (see PADDED_QUERY_ROWS); its K/V land one
+        # past the window, where the runtime keeps room and the next call overwrites them.
+        pad = self.padded_rows
+        total = attention_mask.shape[-1] + pad
         seqlens_k = torch.full((b,), total - 1, dtype=torch.int32)  # per row: valid length - 1
         total_length = torch.full((), total, dtype=torch.int32)
         presents = []
@@ -261,17 +268,19 @@ class DecoderSpan(nn.Module):
                           "scale": float(attn.scaling), "do_rotary": 1, "rotary_interleaved": 0}
             if self.windows[i] is not None:
                 attributes["local_window_size"] = self.windows[i]  # ONNX Runtime counts the query itself in it
-            qkv = [None if t is None else F.pad(t, (0, 0, 0, PADDED_QUERY_ROWS)) for t in qkv]
+            if pad:
+                qkv = [None if t is None else F.pad(t, (0, 0, 0, pad)) for t in qkv]
             out, k, v = onnx_ops.symbolic_multi_out(
                 "com.microsoft::GroupQueryAttention",
                 [*qkv, past_k, past_v, seqlens_k, total_length, getattr(self, f"cos_{kind}"),
                  getattr(self, f"sin_{kind}")],
                 attributes,
                 dtypes=(hidden.dtype, past_k.dtype, past_v.dtype),
-                shapes=((b, s + PADDED_QUERY_ROWS, self.num_heads * self.head_dim), past_k.shape, past_v.shape),
+                shapes=((b, s + pad, self.num_heads * self.head_dim), past_k.shape, past_v.shape),
                 version=1,
             )
-            out = out[:, :s]
+            if pad:
+                out = out[:, :s]
             presents += [k, v]
             attn_out = attn.o_proj(out)
             if spec.sandwich_norms:

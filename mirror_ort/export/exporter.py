@@ -22,6 +22,7 @@ from ..errors import MirrorError
 from ..generation import GenerationConfig
 from ..output_dir import claim_output
 from .architectures import arch_spec
+from .decoder import PAD_QUERY_PRECISIONS
 from .draft_source import draft_module, resolve_draft
 from .onnx_graph import export_graph, graph_io
 from .qdq import quantize_draft_qdq
@@ -92,9 +93,11 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         graphs = {}
-        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter)
+        pad = options.precision in PAD_QUERY_PRECISIONS  # a one-row call exact in-graph (export/decoder.py)
+        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, pad_query_rows=pad)
         for role, module, layers in (("prefix", prefix, (0, exit_layer)),
-                                     ("suffix", Suffix(source.model, exit_layer, spec), (exit_layer, n)),
+                                     ("suffix", Suffix(source.model, exit_layer, spec, pad_query_rows=pad),
+                                      (exit_layer, n)),
                                      ("draft", draft, None)):
             if module is None:
                 continue
@@ -219,7 +222,7 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
                  [first_name, "position_ids", "attention_mask", "head_rows", *kv],
                  outputs + presents, dynamic, path)
     return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
-            "kv_layout": "BNSH-shared" if shared else "BSND", "one_row_exact": shared, **graph_io(path),
+            "kv_layout": "BNSH-shared" if shared else "BSND", "one_row_exact": bool(module.span.padded_rows), **graph_io(path),
             "static": None, **facts}
 
 

@@ -29,10 +29,11 @@ def _pairs(flat):
 class Prefix(nn.Module):
     """``adapter`` (optional, ``exit_adapter.py``) maps the exit hidden state before the shared head."""
 
-    def __init__(self, hf_model, exit_layer: int, kappa: int, spec, adapter: nn.Module | None = None):
+    def __init__(self, hf_model, exit_layer: int, kappa: int, spec, adapter: nn.Module | None = None,
+                 pad_query_rows: bool = False):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
-        self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True)
+        self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True, pad_query_rows=pad_query_rows)
         self.head = Head(hf_model, spec)
         self.kappa = kappa
         self.adapter = adapter
@@ -48,9 +49,10 @@ class Prefix(nn.Module):
 
 
 class Suffix(nn.Module):
-    def __init__(self, hf_model, exit_layer: int, spec):
+    def __init__(self, hf_model, exit_layer: int, spec, pad_query_rows: bool = False):
         super().__init__()
-        self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec, shared_cache=True)
+        self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec, shared_cache=True,
+                                pad_query_rows=pad_query_rows)
         self.head = Head(hf_model, spec)
 
     def forward(self, hidden, position_ids, attention_mask, head_rows, *past):

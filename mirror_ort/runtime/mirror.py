@@ -161,8 +161,9 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
     """Mirror-SD steps. A model window comes from the worker (the tree's branch for what the
     target decided, or a fresh proposal); a lookup window or a plain step needs no tree, and
     a step whose tree would not fit the draft's idle time sends no early-exit message."""
-    worker.prefill(seq.tokens)  # the draft reads the prompt while the target does
-    first = prefill(target, seq, decoding, rand)
+    if tree.builds_trees:
+        worker.prefill(seq.tokens)  # the draft reads the prompt while the target does
+    first = prefill(target, seq, decoding, rand)  # (or, on the target's cores, with its first proposal)
     yield first
     owed, failed = False, False  # owed: the worker is making the window after the last verdict
     while not seq.done:
@@ -212,6 +213,11 @@ class TreeBudget:
         self.curve, self.idle_share, self.levels_per_token = curve, idle_share, levels_per_token
         self.max_branches = max_branches
         self.chosen: list[int] = []
+
+    @property
+    def builds_trees(self) -> bool:
+        """Will the draft work while the target does? (Else it only ever runs between target steps.)"""
+        return self.curve is None or not self.curve.tree_ms or self.idle_share > 0
 
     def target_ms(self, rows: int) -> float:
         return self.curve.target(rows) if self.curve is not None else 0.0

@@ -7,10 +7,11 @@ Target-only decoding and every verification window must compute each row bit for
 alike, at every precision (tests/test_runtime.py checks it). ONNX Runtime's CPU kernels take
 another path for a single row in attention (a GEMV instead of the GEMM), so a token scored
 alone would differ in its last bits from the same token scored inside a window: enough, once
-int4 graphs round activations to int8, to change the output. Graphs exported now pad their
+int4 graphs round activations to int8, to change the output. Quantized graphs pad their
 attention by one query row themselves (``one_row_exact``), so a lone token costs one row.
-For older graphs a one-token call gets a filler row after it, and a lone head row is asked
-for twice. Either way the extra K/V land past the cache length and the next call overwrites them.
+For fp32 graphs (and older bundles) a one-token call gets a filler row after it, and a lone
+head row is asked for twice. Either way the extra K/V land past the cache length and the
+next call overwrites them.
 """
 
 from dataclasses import dataclass
