@@ -161,9 +161,9 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
     """Mirror-SD steps. A model window comes from the worker (the tree's branch for what the
     target decided, or a fresh proposal); a lookup window or a plain step needs no tree, and
     a step whose tree would not fit the draft's idle time sends no early-exit message."""
-    if tree.builds_trees:
+    if tree.builds_trees:  # else the draft reads the prompt with its first proposal, not on the target's cores
         worker.prefill(seq.tokens)  # the draft reads the prompt while the target does
-    first = prefill(target, seq, decoding, rand)  # (or, on the target's cores, with its first proposal)
+    first = prefill(target, seq, decoding, rand)
     yield first
     owed, failed = False, False  # owed: the worker is making the window after the last verdict
     while not seq.done:
