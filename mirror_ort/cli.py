@@ -213,8 +213,19 @@ def run(bundle, prompt, prompt_file, chat, as_json, **kw):
     s = pipe.last_stats
     click.echo()
     click.echo(f"[{s['method']}] {s['new_tokens']} tokens, {s['tokens_per_s']:.1f} tok/s, "
-               f"{s['mean_accepted']:.2f} tokens per target call, reuse {s['reuse_rate']:.0%}, "
+               f"{s['mean_accepted']:.2f} tokens per target call, {_tree_summary(s)}"
                f"target {s['target_ep']}, draft {s['draft_ep']}", err=True)
+
+
+def _tree_summary(stats: dict) -> str:
+    """Mirror-SD's draft tree in the run's last line: its reuse, or why it built none."""
+    if stats["method"] != "mirror":
+        return ""
+    if stats["reused_windows"] + stats["fallback_windows"]:
+        return f"reuse {stats['reuse_rate']:.0%}, "
+    if (stats.get("speculation") or {}).get("tree_idle_share") == 0:
+        return "no draft tree (the draft shares the target's cores), "
+    return "no draft tree, "
 
 
 @main.command()

@@ -385,5 +385,8 @@ def test_cli_run_json_and_prompt_sources(bundle_layers, tmp_path):
     streamed = runner.invoke(main, ["run", str(bundle_layers), "--max-new-tokens", "8", "--method", "sd",
                                     "--prompt", PROMPTS[0]])
     assert streamed.exit_code == 0 and streamed.stdout.strip() == by_flag["text"].strip()
+    assert "tokens per target call" in streamed.stderr and "reuse" not in streamed.stderr  # sd builds no tree
+    mirrored = runner.invoke(main, ["run", str(bundle_layers), "--max-new-tokens", "8", "--prompt", PROMPTS[0]])
+    assert "no draft tree (the draft shares the target's cores)" in mirrored.stderr  # default threads: shared
     chat = runner.invoke(main, args + ["--chat", "--prompt", PROMPTS[0]])
     assert chat.exit_code == 0 and json.loads(chat.stdout)["token_ids"] != by_flag["token_ids"]

@@ -113,7 +113,7 @@ class Pipeline:
 
     def stream(self, prompt: str | list[int] | None = None, **kwargs):
         """Yield text pieces as tokens are committed; ``self.last_stats`` holds the stats after."""
-        ids, text = [], ""
+        ids, text, stats = [], "", None
         for new, stats in self._run(prompt, **kwargs):
             ids += new
             decoded = self.tokenizer.decode(ids)
@@ -121,6 +121,8 @@ class Pipeline:
                 yield decoded[len(text):]
                 text = decoded
             self.last_stats = stats.as_dict()
+        if stats is not None:
+            self.last_stats = stats.as_dict()  # final: with what the generation's end adds (speculation)
 
     def steps(self, prompt: str | list[int] | None = None, **kwargs):
         """Yield (new token ids, live Stats) once per committed step, for callers that need the ids as
