@@ -7,6 +7,7 @@ seconds, cancels the rest, then the app's shutdown stops the generation and free
 import copy
 import ipaddress
 import logging
+import signal
 import socket
 
 import uvicorn
@@ -36,7 +37,22 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout: float 
              bound)
     if not secured and not _loopback(host):
         log.warning("listening on %s without --api-key: anyone who can reach this address can use the model", host)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = _Server(config)
+    server.run(sockets=[sock])
+    if server.interrupted:  # Ctrl-C: exit code 130 (cli.py) even where uvicorn's own re-raise got lost
+        raise KeyboardInterrupt
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, remembering a Ctrl-C. uvicorn raises the signal again once it has shut
+    down, but asyncio's runner can take that second SIGINT as a cancel of a main task that is
+    already finishing, and then the process would exit 0."""
+
+    interrupted = False
+
+    def handle_exit(self, sig, frame) -> None:
+        self.interrupted = self.interrupted or sig == signal.SIGINT
+        super().handle_exit(sig, frame)
 
 
 def _loopback(host: str) -> bool:
