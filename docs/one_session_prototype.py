@@ -79,8 +79,9 @@ def main(path):
     prefix, suffix = session(str(spec.path)), session(str(bundle.graph("suffix").path))
     caches = {f"past.{i}.{t}": np.zeros((1, spec.num_kv_heads, CAPACITY, spec.head_dim), np.float32)
               for i in range(bundle.manifest.model.num_layers) for t in ("key", "value")}
+    sessions = {"one": one, "prefix": prefix, "suffix": suffix}
     bindings = {}
-    for name, s in (("one", one), ("prefix", prefix), ("suffix", suffix)):
+    for name, s in sessions.items():
         b = bindings[name] = s.io_binding()
         for i in s.get_inputs():
             if i.name in caches:
@@ -92,30 +93,24 @@ def main(path):
     exit_ids, exit_logprobs = np.zeros((1, 0, bundle.kappa), np.int64), np.zeros((1, 0, bundle.kappa), np.float32)
     ids = np.random.default_rng(0).integers(100, 5000, START + STEPS)
 
+    def run(name, inputs, outputs):
+        b = bindings[name]
+        for input_name, array in inputs.items():
+            bind(b, input_name, array)
+        for output_name, array in outputs.items():
+            bind_out(b, output_name, array)
+        sessions[name].run_with_iobinding(b)
+
     def step(way, position):
-        token, pos, mask = np.array([[ids[position]]]), positions(position, 1), causal_mask(position, 1)
-        row = np.array([0])
+        window = {"position_ids": positions(position, 1), "attention_mask": causal_mask(position, 1)}
+        head = {"logits": logits, "next_ids": next_ids}
+        token, row = np.array([[ids[position]]]), np.array([0])
         if way == "one":
-            b = bindings["one"]
-            for name, array in (("input_ids", token), ("position_ids", pos), ("attention_mask", mask), ("head_rows", row)):
-                bind(b, name, array)
-            bind_out(b, "logits", logits)
-            bind_out(b, "next_ids", next_ids)
-            one.run_with_iobinding(b)
+            run("one", {"input_ids": token, **window, "head_rows": row}, head)
             return
-        b = bindings["prefix"]
-        for name, array in (("input_ids", token), ("position_ids", pos), ("attention_mask", mask),
-                            ("head_rows", np.zeros(0, np.int64))):
-            bind(b, name, array)
-        for name, array in (("hidden", hidden), ("exit_ids", exit_ids), ("exit_logprobs", exit_logprobs)):
-            bind_out(b, name, array)
-        prefix.run_with_iobinding(b)
-        b = bindings["suffix"]
-        for name, array in (("hidden", hidden), ("position_ids", pos), ("attention_mask", mask), ("head_rows", row)):
-            bind(b, name, array)
-        bind_out(b, "logits", logits)
-        bind_out(b, "next_ids", next_ids)
-        suffix.run_with_iobinding(b)
+        run("prefix", {"input_ids": token, **window, "head_rows": np.zeros(0, np.int64)},
+            {"hidden": hidden, "exit_ids": exit_ids, "exit_logprobs": exit_logprobs})
+        run("suffix", {"hidden": hidden, **window, "head_rows": row}, head)
 
     times, seen = {"one": [], "two": []}, {"one": [], "two": []}
     for repetition in range(4):

@@ -182,7 +182,8 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
                 worker.forget(n, owed=True)  # its rollout stays unverified
             window = (Window(plan.tokens, [point_mass(t, vocab_size, decoding) for t in plan.tokens])
                       if plan.source == "lookup" else Window())
-        branches = tree.branches(len(window) + 1, stats) if plan.source == "model" and not failed else 0
+        model_window = plan.source == "model" and not failed
+        branches = tree.branches(len(window) + 1, stats) if model_window else 0
         hidden, message = target.prefix([seq.tokens[-1]] + window.tokens, kappa if branches else None)
         stats.target_calls += 1
         if branches:
@@ -195,7 +196,7 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
         owed = bool(branches)
         if branches:
             worker.verdict(Verdict(accepted, token, list(seq.tokens), seq.done))
-        elif plan.source == "model" and not failed:
+        elif model_window:
             worker.forget(n + accepted)  # a window without a tree: keep what the target confirmed
         planner.observe(plan, len(window), accepted,
                         overhead_ms=(time.perf_counter() - started) * 1000 - tree.target_ms(len(window) + 1))
@@ -223,10 +224,10 @@ class TreeBudget:
         return self.curve.target(rows) if self.curve is not None else 0.0
 
     def branches(self, rows: int, stats) -> int:
-        if self.curve is None or not self.curve.tree_ms:
-            chosen = self.max_branches
-        elif self.idle_share <= 0:
+        if not self.builds_trees:
             chosen = 0
+        elif self.curve is None or not self.curve.tree_ms:
+            chosen = self.max_branches
         else:
             budget = self.curve.target(rows) * self.idle_share
             levels = max(1.0, (rows - 1) * self.levels_per_token)

@@ -114,15 +114,16 @@ class Pipeline:
     def stream(self, prompt: str | list[int] | None = None, **kwargs):
         """Yield text pieces as tokens are committed; ``self.last_stats`` holds the stats after."""
         ids, text, stats = [], "", None
-        for new, stats in self._run(prompt, **kwargs):
-            ids += new
-            decoded = self.tokenizer.decode(ids)
-            if not decoded.endswith("\ufffd") and len(decoded) > len(text):  # wait for whole characters
-                yield decoded[len(text):]
-                text = decoded
-            self.last_stats = stats.as_dict()
-        if stats is not None:
-            self.last_stats = stats.as_dict()  # final: with what the generation's end adds (speculation)
+        try:
+            for new, stats in self._run(prompt, **kwargs):
+                ids += new
+                decoded = self.tokenizer.decode(ids)
+                if not decoded.endswith("\ufffd") and len(decoded) > len(text):  # wait for whole characters
+                    yield decoded[len(text):]
+                    text = decoded
+        finally:  # once, at the end: with what the generation's end adds (speculation)
+            if stats is not None:
+                self.last_stats = stats.as_dict()
 
     def steps(self, prompt: str | list[int] | None = None, **kwargs):
         """Yield (new token ids, live Stats) once per committed step, for callers that need the ids as
