@@ -54,6 +54,8 @@ GRAPH_NAMES = {
     "suffix": {"hidden": "hidden", "logits": "logits", "next_ids": "next_ids"},
     "draft": {"input_ids": "input_ids", "logits": "logits", "next_ids": "next_ids", "stream_logits": "stream_logits",
               "stream_ids": "stream_ids"},
+    # not in the manifest: the runtime joins prefix and suffix into it (runtime/fused.py)
+    "target": {"input_ids": "input_ids", "logits": "logits", "next_ids": "next_ids"},
 }
 COMMON_NAMES = {"position_ids": "position_ids", "attention_mask": "attention_mask", "head_rows": "head_rows",
                 "past_key": "past.{layer}.key", "past_value": "past.{layer}.value",

@@ -49,6 +49,7 @@ def test_export_validates_each_family(family_bundle, arch):
     assert checks[("argmax_agreement", "prefix+suffix")]["value"] == 1.0
     assert checks[("topk_agreement", "prefix")]["value"] == 1.0
     assert checks[("exact_windows", "prefix+suffix")]["value"] == 0.0
+    assert checks[("exact_windows", "prefix+suffix")]["fused"]  # the fused target is checked too
     m = bundle.manifest
     assert m.model.architecture == AutoConfig.from_pretrained(model).model_type
     assert (m.early_exit.layer, m.early_exit.kappa) == (2, 8)

@@ -51,17 +51,19 @@ def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, la
     window computes for it (runtime/target.py; one-row calls differed in the last bits)."""
     from mirror_ort.export.validate import scored_alone_and_in_windows
     from mirror_ort.runtime.stats import Stats
-    from mirror_ort.runtime.target import Target
 
     pipe = Pipeline.from_bundle(exactness_bundles[layout, precision], load_draft=False)
     assert pipe.bundle.graph("prefix").kv_layout == layout
-    target = Target(pipe.prefix, pipe.suffix, Stats())
+    assert pipe.fused is not None  # dynamic halves: target-only steps run the fused target
+    target = pipe.target(Stats())
     # quantized GroupQueryAttention graphs pad their own query rows: a lone token is scored as one row
     assert target.min_rows == (1 if (layout, precision) == ("BNSH-shared", "int4") else 2)
     ids = [int(i) for i in np.random.default_rng(0).integers(3, 384, 40)]
-    alone, windows = scored_alone_and_in_windows(target, ids, prompt=16)  # windows of 7, 1, 5, 3, 2, 6 tokens
-    assert alone.shape == windows.shape == (24, 384)
-    assert np.array_equal(alone, windows)
+    # windows of 7, 1, 5, 3, 2, 6 tokens, through the fused target and through prefix + suffix
+    alone, windows, split = scored_alone_and_in_windows(target, ids, prompt=16)
+    assert alone.shape == windows.shape == split.shape == (24, 384)
+    assert np.array_equal(alone, windows) and np.array_equal(alone, split)
+    assert target.stats.seconds["target"] > 0 and target.stats.seconds["prefix"] > 0
     target.truncate(16)
     ids_alone = [int(target.score([i], greedy=True)[-1]) for i in ids[16:20]]  # the in-graph argmax too
     assert ids_alone == [int(row.argmax()) for row in alone[:4]]
@@ -234,11 +236,10 @@ def _exact_distribution(pipe, prompt_ids, steps, top_k, temperature):
     """Exact probability of every top-k continuation of ``steps`` tokens, from the target itself."""
     from mirror_ort.runtime.sampling import Decoding, distribution
     from mirror_ort.runtime.stats import Stats
-    from mirror_ort.runtime.target import Target
 
     decoding = Decoding(temperature, 1.0, top_k)
     own = Pipeline.from_bundle(pipe.bundle.path, load_draft=False)  # sessions of its own: pipe's caches stay intact
-    target = Target(own.prefix, own.suffix, Stats())
+    target = own.target(Stats())
     probs = {}
 
     def walk(ids, p):

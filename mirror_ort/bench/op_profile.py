@@ -1,4 +1,4 @@
-"""Target-only decoding, op by op: mirror-ort's prefix + suffix beside onnxruntime-genai's graph.
+"""Target-only decoding, op by op: mirror-ort's target (fused, or prefix + suffix) beside onnxruntime-genai's graph.
 
 Both run the same prompt (token ids) through ONNX Runtime with its own profiler on: one
 prefill, then ``steps`` decode steps on a cache of the same length (mirror-ort rolls its cache
@@ -30,11 +30,13 @@ def _profile_events(path: Path) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
-def _layer_of_nodes(model_path: Path) -> dict[str, str]:
-    """Node name -> "embed", "layer K" (from the K-th attention node on) or "head" (after the last layer)."""
+def _layer_of_nodes(model: Path | str | bytes) -> dict[str, str]:
+    """Node name -> "embed", "layer K" (from the K-th attention node on) or "head" (after the last layer).
+    ``model``: a file, or a serialized model (the fused target)."""
     import onnx
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    graph = (onnx.load_from_string(model) if isinstance(model, bytes)
+             else onnx.load(str(model), load_external_data=False)).graph
     layer, names, seen = -1, {}, 0
     attention = sum(n.op_type in ATTENTION_OPS for n in graph.node)
     for node in graph.node:
@@ -98,25 +100,40 @@ def phases(events: list[dict], node_layers: dict[str, str], steps: int) -> dict:
 
 
 def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int) -> dict:
-    """Prefill and decode of mirror-ort's target-only path (``ar``), profiled."""
+    """Prefill and decode of mirror-ort's target-only path (``ar``), profiled: the fused target
+    where the bundle's halves fuse (``runtime/fused.py``), else prefix and suffix."""
     import onnxruntime as ort
 
     from ..bundle import Bundle
     from ..providers import ProviderChoice, build_session_options
+    from ..runtime.fused import can_fuse, fuse
     from ..runtime.session import GraphSession
     from ..runtime.stats import Stats
     from ..runtime.target import FILLER_ROWS, Target
 
     bundle = Bundle.load(bundle_path)
     out = tempfile.mkdtemp(prefix="mirror-ort-profile-")
+    halves = bundle.graph("prefix"), bundle.graph("suffix")
+    fused = fuse(*halves) if can_fuse(*halves) else None
+    models = {"target": fused} if fused else {spec.role: (str(spec.path), spec) for spec in halves}
+    capacity = len(prompt) + steps + 2 + FILLER_ROWS
     sessions = {}
-    for role in ("prefix", "suffix"):
+    for role, (model, spec) in models.items():
         plan = build_session_options(ProviderChoice(), threads)
         plan.options.enable_profiling = True
         plan.options.profile_file_prefix = f"{out}/{role}"
-        session = ort.InferenceSession(str(bundle.graph(role).path), sess_options=plan.options, providers=plan.providers)
-        sessions[role] = GraphSession(bundle.graph(role), session, len(prompt) + steps + 2 + FILLER_ROWS)
-    target = Target(sessions["prefix"], sessions["suffix"], Stats())
+        session = ort.InferenceSession(model, sess_options=plan.options, providers=plan.providers)
+        sessions[role] = GraphSession(spec, session, capacity)
+    if fused:  # the halves are never run by target-only steps: unprofiled sessions to build the Target with
+        whole = sessions["target"].cache
+        cut = halves[0].layers[1] - halves[0].layers[0]
+        plan = build_session_options(ProviderChoice(), threads)
+        halves = [GraphSession(spec, ort.InferenceSession(str(spec.path), sess_options=plan.options,
+                                                          providers=plan.providers), capacity, cache)
+                  for spec, cache in zip(halves, (whole.layers(0, cut), whole.layers(cut, len(whole.buffer))))]
+        target = Target(*halves, Stats(), sessions["target"])
+    else:
+        target = Target(sessions["prefix"], sessions["suffix"], Stats())
     t0 = time.perf_counter()
     target.score(prompt, greedy=True, prefill=True)
     prefill_ms = (time.perf_counter() - t0) * 1000
@@ -128,7 +145,7 @@ def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int)
         target.truncate(len(prompt))
     decode_ms = (time.perf_counter() - t0) * 1000 / steps
     graphs = {role: phases(_profile_events(Path(sessions[role].session.end_profiling())),
-                           _layer_of_nodes(bundle.graph(role).path), steps) for role in ("prefix", "suffix")}
+                           _layer_of_nodes(model), steps) for role, (model, _) in models.items()}
     return {"prefill_wall_ms": prefill_ms, "decode_wall_ms": decode_ms, "graphs": graphs}
 
 
@@ -163,7 +180,7 @@ def profile_genai(model_dir: Path, prompt: list[int], steps: int, threads: int) 
 
 
 def table(ours: dict, genai: dict | None, phase: str, top: int = 14) -> str:
-    """Markdown: ms per step by op type (the two graphs of mirror-ort summed), then the time split."""
+    """Markdown: ms per step by op type (mirror-ort's graphs summed), then the time split."""
     def merged(result):
         ops, kernels, run = defaultdict(float), 0.0, 0.0
         for g in result["graphs"].values():
@@ -188,10 +205,11 @@ def table(ours: dict, genai: dict | None, phase: str, top: int = 14) -> str:
 
 
 def layer_table(ours: dict, genai: dict | None) -> str:
-    """Markdown: decode ms per layer, mirror-ort's two graphs (prefix layers, then suffix layers) beside genai's."""
+    """Markdown: decode ms per layer, mirror-ort's graphs (the fused target, or prefix layers then suffix
+    layers) beside genai's."""
     mine = {}
     offset = 0
-    for role in ("prefix", "suffix"):
+    for role in ours["graphs"]:
         layers = ours["graphs"][role]["decode"]["layers"]
         numbered = sorted((int(k.split()[1]), v) for k, v in layers.items() if k.startswith("layer"))
         for k, v in numbered:

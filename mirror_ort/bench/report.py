@@ -115,7 +115,7 @@ def table(title: str, rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-PARTS = ("prefill", "prefix", "suffix", "draft", "draft_tree", "wait", "glue")
+PARTS = ("prefill", "target", "prefix", "suffix", "draft", "draft_tree", "wait", "glue")
 
 
 def time_table(rows: dict[str, dict]) -> str | None:

@@ -21,7 +21,7 @@ from ..errors import MirrorError
 from ..providers import ProviderChoice, create_session
 from ..runtime.masks import causal_mask, positions
 from ..runtime.session import GraphSession
-from ..runtime.target import FILLER_ROWS, Target
+from ..runtime.target import FILLER_ROWS
 
 DEFAULT_THRESHOLDS = {
     "max_logit_diff": 1e-2,      # max |logit_onnx - logit_torch| over all checked positions
@@ -79,32 +79,37 @@ def validate_bundle(bundle: Bundle, source=None, thresholds: dict | None = None,
 EXACT_WINDOWS = (7, 1, 5, 3, 2, 6)  # window sizes of the exact_windows check: 24 positions
 
 
-def scored_alone_and_in_windows(target, ids: list[int], prompt: int) -> tuple[np.ndarray, np.ndarray]:
+def scored_alone_and_in_windows(target, ids: list[int], prompt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The target's logits for ``ids[prompt:]`` (24 tokens) after ``ids[:prompt]``: one token per
-    call, then, rolled back, in windows of ``EXACT_WINDOWS`` tokens."""
+    call, then, rolled back, in windows of ``EXACT_WINDOWS`` tokens; each way through ``score``
+    (the fused target where the pipeline has one), the windows once more through prefix and
+    suffix (Mirror-SD's steps that send the early-exit message)."""
     target.reset()
     target.score(ids[:prompt], greedy=False)
     alone = np.stack([target.score([i], greedy=False)[-1].copy() for i in ids[prompt:]])
-    target.truncate(prompt)
     cuts = np.cumsum((prompt,) + EXACT_WINDOWS)
-    windows = np.concatenate([target.score(ids[a:b], greedy=False, last_only=False).copy()
-                              for a, b in zip(cuts, cuts[1:])])
-    return alone, windows
+
+    def windows(score):
+        target.truncate(prompt)
+        return np.concatenate([score(ids[a:b]).copy() for a, b in zip(cuts, cuts[1:])])
+    whole = windows(lambda w: target.score(w, greedy=False, last_only=False))
+    split = windows(lambda w: target.suffix(target.prefix(w)[0], greedy=False))
+    return alone, whole, split
 
 
 def _exact_windows(bundle: Bundle) -> dict:
-    """Does the target give a token scored alone the very logits it gives it inside a window?
-    sd and mirror equal ar token for token because it does (runtime/target.py). Random ids,
-    the CPU EP."""
+    """Does the target give a token scored alone the very logits it gives it inside a window, and
+    the fused target the logits of prefix + suffix? sd and mirror equal ar token for token because
+    it does (runtime/target.py, runtime/fused.py). Random ids, the CPU EP."""
     from ..runtime.pipeline import Pipeline
     from ..runtime.stats import Stats
 
     pipe = Pipeline.from_bundle(bundle, load_draft=False, max_length=min(64, bundle.max_length - FILLER_ROWS))
     ids = [int(i) for i in np.random.default_rng(0).integers(0, bundle.vocab_size, 8 + sum(EXACT_WINDOWS))]
-    alone, windows = scored_alone_and_in_windows(Target(pipe.prefix, pipe.suffix, Stats()), ids, prompt=8)
-    diff = float(np.abs(alone - windows).max())
-    return {"name": "exact_windows", "graph": "prefix+suffix", "value": diff, "positions": len(alone),
-            "passed": diff == 0.0}
+    alone, whole, split = scored_alone_and_in_windows(pipe.target(Stats()), ids, prompt=8)
+    diff = float(max(np.abs(alone - whole).max(), np.abs(alone - split).max()))
+    return {"name": "exact_windows", "graph": "prefix+suffix", "fused": pipe.fused is not None, "value": diff,
+            "positions": len(alone), "passed": diff == 0.0}
 
 
 def _check(name: str, role: str, fn) -> dict:

@@ -18,18 +18,19 @@ from .spec import CPU_EP
 _FALLBACK_REFUSED = "fallback to CPU EP has been explicitly disabled"
 
 
-def create_session(path: Path, choice: ProviderChoice, threads: int | None = None,
+def create_session(path: Path | bytes, choice: ProviderChoice, threads: int | None = None,
                    allow_cpu_fallback: bool = False, spin: bool | None = None,
                    role: str = "model") -> ort.InferenceSession:
-    """An InferenceSession on ``choice``; ``role`` (prefix, suffix, draft) names the graph in errors."""
+    """An InferenceSession on ``choice``; ``role`` (prefix, suffix, draft) names the graph in errors.
+    ``path`` may be a serialized model instead (the fused target, which has dynamic shapes)."""
     spec = lookup(choice.name)
     require_installed(spec)
     if spec.needs_static_shapes(choice.options):
-        require_static(choice, graph_is_static(path), role)
+        require_static(choice, not isinstance(path, bytes) and graph_is_static(path), role)
     plan = build_session_options(choice, threads, spin, allow_cpu_fallback)
     try:
         with _native_stdout_to_stderr():
-            session = ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
+            session = ort.InferenceSession(_model(path), sess_options=plan.options, providers=plan.providers)
     except Exception as e:  # ONNX Runtime's errors derive from Exception only
         if _FALLBACK_REFUSED not in str(e):
             raise
@@ -64,10 +65,14 @@ def _names(nodes: list[ort.OrtEpAssignedNode]) -> list[str]:
     return [f"{node.name or '<unnamed>'} ({node.op_type})" for node in nodes]
 
 
-def _fallback_session(path: Path, choice: ProviderChoice) -> ort.InferenceSession:
+def _fallback_session(path: Path | bytes, choice: ProviderChoice) -> ort.InferenceSession:
     plan = build_session_options(choice, allow_cpu_fallback=True)
     with _native_stdout_to_stderr():
-        return ort.InferenceSession(str(path), sess_options=plan.options, providers=plan.providers)
+        return ort.InferenceSession(_model(path), sess_options=plan.options, providers=plan.providers)
+
+
+def _model(path: Path | bytes) -> str | bytes:
+    return path if isinstance(path, bytes) else str(path)
 
 
 @contextmanager

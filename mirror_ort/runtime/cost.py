@@ -72,12 +72,11 @@ def default_cache_dir() -> Path:
 def measure(pipe) -> CostCurve:
     """Time the pipeline's own sessions on random ids (their caches are scratch: the prompt cache is dropped)."""
     from .stats import Stats
-    from .target import Target
 
     pipe.forget()
     rng = np.random.default_rng(0)
     ids = [int(i) for i in rng.integers(0, pipe.bundle.vocab_size, CACHE_POSITIONS + max(ROWS) + 1)]
-    target = Target(pipe.prefix, pipe.suffix, Stats())
+    target = pipe.target(Stats())
     target.reset()
     target.score(ids[:CACHE_POSITIONS], greedy=True, prefill=True)
     target_ms = []
@@ -129,7 +128,7 @@ def _key(pipe) -> str:
     parts = [files[pipe.bundle.graph(role).file] for role in ("prefix", "suffix")]
     if pipe.draft is not None:
         parts += [files[pipe.draft.spec.file], pipe.draft.provider]
-    parts += [pipe.prefix.provider, str(pipe.threads), processor_name(), FORMAT]
+    parts += [pipe.prefix.provider, str(pipe.threads), processor_name(), FORMAT, pipe.fused is not None]
     return sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 

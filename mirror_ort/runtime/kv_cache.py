@@ -22,6 +22,13 @@ class KVCache:
         self.buffer = np.zeros((num_layers, 2) + shape, dtype=np.float32)
         self.length = 0  # positions [0, length) hold valid K/V
 
+    def layers(self, start: int, stop: int) -> "KVCache":
+        """Layers [start, stop) as a cache of their own over the same memory (a half of the target
+        reads and writes what the fused target does, runtime/fused.py); its length is its own."""
+        view = KVCache.__new__(KVCache)
+        view.capacity, view.buffer, view.length = self.capacity, self.buffer[start:stop], self.length
+        return view
+
     def rows(self, layer: int, kind: int, start: int, stop: int) -> np.ndarray:
         """A contiguous [1, stop - start, H, D] view of one layer's keys (kind 0) or values (1) (BSND)."""
         return self.buffer[layer, kind, start:stop][None]

@@ -184,11 +184,14 @@ def generate_mirror(target, worker: DraftWorker, planner, seq, decoding, rand, s
                       if plan.source == "lookup" else Window())
         model_window = plan.source == "model" and not failed
         branches = tree.branches(len(window) + 1, stats) if model_window else 0
-        hidden, message = target.prefix([seq.tokens[-1]] + window.tokens, kappa if branches else None)
-        stats.target_calls += 1
+        tokens = [seq.tokens[-1]] + window.tokens
         if branches:
+            hidden, message = target.prefix(tokens, kappa)
+            stats.target_calls += 1
             worker.tree(n, window, message, branches, plan.gamma)  # the early-exit message
-        out = target.suffix(hidden, decoding.greedy)
+            out = target.suffix(hidden, decoding.greedy)
+        else:  # no tree: nothing to send at l_e, the whole target in one call
+            out = target.score(tokens, decoding.greedy, last_only=False)
         accepted, token = verify(window, out, n, decoding, rand)
         target.truncate(n + accepted)
         stats.accepted_draft_tokens += accepted

@@ -24,6 +24,8 @@ from ..providers.spec import CPU_EP
 from .ar import generate_ar
 from .cost import CostCurve, cost_curve
 from .draft import Drafter
+from .fused import can_fuse
+from .fused import fuse as fuse_target
 from .mirror import DraftWorker, TreeBudget, generate_mirror
 from .sampling import Decoding, Randomness
 from .sd import generate_sd
@@ -47,9 +49,11 @@ class Result:
 
 class Pipeline:
     def __init__(self, bundle: Bundle, prefix: GraphSession, suffix: GraphSession, draft: GraphSession | None,
-                 tokenizer: Tokenizer, max_length: int, threads: tuple = (None, None, None)):
+                 tokenizer: Tokenizer, max_length: int, threads: tuple = (None, None, None),
+                 fused: GraphSession | None = None):
         self.bundle, self.tokenizer, self.max_length = bundle, tokenizer, max_length
         self.prefix, self.suffix, self.draft = prefix, suffix, draft
+        self.fused = fused  # the whole target in one session (runtime/fused.py), on the halves' caches
         self._cached: list[int] = []  # tokens whose K/V the target caches hold, in order
         self.last_stats: dict | None = None
         self.defaults = bundle.manifest.generation  # what a call leaves unset
@@ -64,12 +68,14 @@ class Pipeline:
     def from_bundle(cls, path, target_ep: str | ProviderChoice = "cpu", draft_ep: str | ProviderChoice = "cpu",
                     target_threads: int | None = None, draft_threads: int | None = None,
                     max_length: int | None = None, allow_cpu_fallback: bool = False, load_draft: bool = True,
-                    spin: bool | None = None, verify: bool = True):
+                    spin: bool | None = None, verify: bool = True, fuse: bool = True):
         """Sessions for every graph of the bundle on the chosen providers.
 
         ``spin`` sets ONNX Runtime's intra-op spin-waiting (None: its default); turn it
         off when the target and the draft share the same cores. ``verify=False`` skips the
-        sha256 check of the bundle's files (for a bundle checked already).
+        sha256 check of the bundle's files (for a bundle checked already). ``fuse`` adds the
+        whole target as one session for the steps that send no early-exit message (faster; it
+        holds a second copy of the target's weights in memory): ``runtime/fused.py``.
         """
         bundle = path if isinstance(path, Bundle) else Bundle.load(path, verify=verify)
         target_ep = parse_provider(target_ep) if isinstance(target_ep, str) else target_ep
@@ -79,19 +85,33 @@ class Pipeline:
         if not 1 < max_length <= limit:
             raise MirrorError(f"--max-length {max_length} is outside 2..{limit} for this model")
 
-        def session(role, choice, threads, capacity):
-            spec = bundle.graph(role)
-            session = create_session(spec.path, choice, threads, allow_cpu_fallback, spin=spin, role=role)
-            return GraphSession(spec, session, capacity)
+        def session(spec, choice, threads, capacity, model=None, cache=None):
+            session = create_session(model or spec.path, choice, threads, allow_cpu_fallback, spin=spin, role=spec.role)
+            return GraphSession(spec, session, capacity, cache)
 
-        prefix = session("prefix", target_ep, target_threads, max_length + FILLER_ROWS)
-        suffix = session("suffix", target_ep, target_threads, max_length + FILLER_ROWS)
+        halves = bundle.graph("prefix"), bundle.graph("suffix")
+        fused = fuse_target(*halves) if fuse and can_fuse(*halves) else None
+        fused_session = None
+        if fused is not None:
+            fused_session = session(fused[1], target_ep, target_threads, max_length + FILLER_ROWS, model=fused[0])
+            del fused
+        caches = [None, None]
+        if fused_session is not None:
+            whole, split = fused_session.cache, halves[0].layers[1] - halves[0].layers[0]
+            caches = [whole.layers(0, split), whole.layers(split, len(whole.buffer))]
+        prefix, suffix = (session(spec, target_ep, target_threads, max_length + FILLER_ROWS, cache=cache)
+                          for spec, cache in zip(halves, caches))
         draft = None
         if load_draft and bundle.has_draft:
             static = bundle.graph("draft").static  # a static draft's capacity is fixed by its graph
-            draft = session("draft", draft_ep, draft_threads,
+            draft = session(bundle.graph("draft"), draft_ep, draft_threads,
                             static["capacity"] if static else max_length + TREE_CAPACITY)
-        return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length, (target_threads, draft_threads, spin))
+        return cls(bundle, prefix, suffix, draft, Tokenizer(bundle), max_length, (target_threads, draft_threads, spin),
+                   fused_session)
+
+    def target(self, stats: Stats) -> Target:
+        """The target over this pipeline's sessions, counting into ``stats``."""
+        return Target(self.prefix, self.suffix, stats, self.fused)
 
     def forget(self) -> None:
         """Drop the prompt cache: the next generation prefills its whole prompt."""
@@ -191,7 +211,7 @@ class Pipeline:
         seq = Sequence(tokens, config.max_new_tokens, self.bundle.eos_token_ids, max_length)
         stats = Stats(method=method, target_ep=self.prefix.provider, prompt_tokens=len(tokens),
                       draft_ep=self.draft.provider if self.draft and method != "ar" else None)
-        target = Target(self.prefix, self.suffix, stats)
+        target = self.target(stats)
         # Prompt cache: K/V of the previous sequence's common prefix stay (a chat's history).
         stats.cached_prompt_tokens = _common_prefix(self._cached, tokens[:-1])
         target.truncate(stats.cached_prompt_tokens)

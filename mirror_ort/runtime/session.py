@@ -25,7 +25,7 @@ class GraphSession:
     cache capacity is C whatever the caller asks (see ``_run_static``).
     """
 
-    def __init__(self, spec: GraphSpec, session: ort.InferenceSession, capacity: int):
+    def __init__(self, spec: GraphSpec, session: ort.InferenceSession, capacity: int, cache: KVCache | None = None):
         self.spec = spec
         self.session = session
         _check_io(spec, session)
@@ -33,7 +33,9 @@ class GraphSession:
         capacity = self.static["capacity"] if self.static else capacity
         # A static graph writes all W present rows: the buffer has room for a padded window at C.
         rows = capacity + (self.static["seq"] if self.static else 0)
-        self.cache = KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim, spec.kv_layout)
+        # ``cache``: memory another session shares (the fused target's halves, runtime/fused.py)
+        self.cache = cache or KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim,
+                                      spec.kv_layout)
         self.shared_cache = spec.kv_layout == "BNSH-shared"
         self._cache_bound = False
         self._static_inputs: dict[str, np.ndarray] | None = None

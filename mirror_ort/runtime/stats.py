@@ -23,8 +23,10 @@ class Stats:
     tree_branches: int = 0
     draft_error: str | None = None
     speculation: dict | None = None  # the windows chosen (runtime/window.py), the tree's width, the cost curve
+    # where the time went: "target" is a step of the fused target (prefix and suffix in one
+    # session, runtime/fused.py), "prefix" and "suffix" the halves' steps
     seconds: dict = field(default_factory=lambda: {k: 0.0 for k in (
-        "prefill", "prefix", "suffix", "draft", "draft_tree", "wait", "total")})
+        "prefill", "target", "prefix", "suffix", "draft", "draft_tree", "wait", "total")})
 
     @contextmanager
     def timed(self, key: str):
@@ -51,7 +53,7 @@ class Stats:
         )
         # Time on the target's thread not spent in a graph or waiting: Python glue. In
         # Mirror-SD the draft runs on its own thread, so its time is not the target's.
-        serial = ("prefill", "prefix", "suffix", "wait") + (("draft",) if self.method == "sd" else ())
+        serial = ("prefill", "target", "prefix", "suffix", "wait") + (("draft",) if self.method == "sd" else ())
         glue = total - sum(self.seconds[k] for k in serial)
         d["seconds"] = {**self.seconds, "glue": max(glue, 0.0)}
         return d

@@ -37,8 +37,14 @@ class ExitMessage:
 
 
 class Target:
-    def __init__(self, prefix: GraphSession, suffix: GraphSession, stats: Stats):
-        self.prefix_session, self.suffix_session, self.stats = prefix, suffix, stats
+    """Prefix and suffix as Mirror-SD runs them, and (when the pipeline fused them,
+    ``runtime/fused.py``) the whole target in one session for steps that send no exit message.
+    All sessions share one K/V memory; their lengths move together."""
+
+    def __init__(self, prefix: GraphSession, suffix: GraphSession, stats: Stats, fused: GraphSession | None = None):
+        self.prefix_session, self.suffix_session, self.fused_session = prefix, suffix, fused
+        self.stats = stats
+        self._caches = [s.cache for s in (prefix, suffix, fused) if s is not None]
         self.min_rows = 1 if prefix.spec.one_row_exact and suffix.spec.one_row_exact else 1 + FILLER_ROWS
 
     @property
@@ -46,21 +52,23 @@ class Target:
         return self.suffix_session.cache.length
 
     def reset(self) -> None:
-        self.prefix_session.cache.length = self.suffix_session.cache.length = 0
+        self._set_length(0)
 
     def truncate(self, length: int) -> None:
-        """Roll back both halves after a rejection: a length, not a copy."""
-        self.prefix_session.cache.truncate(length)
-        self.suffix_session.cache.truncate(length)
+        """Roll back after a rejection: a length, not a copy."""
+        self._set_length(min(self.length, length))
+
+    def _set_length(self, length: int) -> None:
+        for cache in self._caches:
+            cache.length = length
 
     def prefix(self, tokens: list[int], kappa: int | None = None, timer: str = "prefix"):
         """Layers [0, l_e) over new tokens; returns the hidden state and the early-exit message."""
         start, self._rows = self.length, len(tokens)
-        tokens = list(tokens) + [tokens[-1]] * (self.min_rows - len(tokens))  # a filler row, see above
-        self._window = (positions(start, len(tokens)), causal_mask(start, len(tokens)))
+        tokens, self._window = self._padded(start, tokens)
         exit_rows = np.arange(self._rows, dtype=np.int64) if kappa else NO_ROWS  # for Mirror-SD's draft alone
         with self.stats.timed(timer):
-            out = self.prefix_session.run(np.array([tokens], dtype=np.int64), *self._window, exit_rows,
+            out = self.prefix_session.run(tokens, *self._window, exit_rows,
                                           outputs=("hidden", "exit_ids", "exit_logprobs") if kappa else ("hidden",))
         self.prefix_session.cache.length = start + self._rows
         message = None
@@ -72,17 +80,34 @@ class Target:
         """Layers [l_e, N) + head on the window the prefix just ran: next ids, or logits to sample from
         (every row, or only the last one)."""
         start, rows = self.suffix_session.cache.length, self._rows
-        wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
-        head_rows = np.resize(wanted, max(len(wanted), self.min_rows))  # a lone row twice, see above
+        wanted, head_rows = self._head_rows(rows, last_only)
         with self.stats.timed(timer):
             out = self.suffix_session.run(hidden, *self._window, head_rows,
                                           outputs=("next_ids",) if greedy else ("logits",))
-        self.suffix_session.cache.length = start + rows
+        self._set_length(start + rows)
         return (out["next_ids"] if greedy else out["logits"])[0, :len(wanted)]
 
     def score(self, tokens: list[int], greedy: bool, prefill: bool = False, last_only: bool = True) -> np.ndarray:
-        """Prefix then suffix without the early-exit message: the target's output for the last
-        token (target-only decoding, prefill) or for every token (verifying a window)."""
+        """The whole target without the early-exit message: its output for the last token
+        (target-only decoding, prefill) or for every token (verifying a window)."""
         self.stats.target_calls += 1
-        hidden, _ = self.prefix(tokens, timer="prefill" if prefill else "prefix")
-        return self.suffix(hidden, greedy, timer="prefill" if prefill else "suffix", last_only=last_only)
+        if self.fused_session is None:
+            hidden, _ = self.prefix(tokens, timer="prefill" if prefill else "prefix")
+            return self.suffix(hidden, greedy, timer="prefill" if prefill else "suffix", last_only=last_only)
+        start, rows = self.length, len(tokens)
+        ids, window = self._padded(start, tokens)
+        wanted, head_rows = self._head_rows(rows, last_only)
+        with self.stats.timed("prefill" if prefill else "target"):
+            out = self.fused_session.run(ids, *window, head_rows, outputs=("next_ids",) if greedy else ("logits",))
+        self._set_length(start + rows)
+        return (out["next_ids"] if greedy else out["logits"])[0, :len(wanted)]
+
+    def _padded(self, start: int, tokens: list[int]):
+        """The window's ids (a filler row after a lone token where needed, see above), positions, mask."""
+        tokens = list(tokens) + [tokens[-1]] * (self.min_rows - len(tokens))
+        return np.array([tokens], dtype=np.int64), (positions(start, len(tokens)), causal_mask(start, len(tokens)))
+
+    def _head_rows(self, rows: int, last_only: bool):
+        """The rows whose output the caller wants, and the head rows asked (a lone row twice, see above)."""
+        wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
+        return wanted, np.resize(wanted, max(len(wanted), self.min_rows))
