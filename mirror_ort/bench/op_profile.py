@@ -106,7 +106,7 @@ def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int)
 
     from ..bundle import Bundle
     from ..providers import ProviderChoice, build_session_options
-    from ..runtime.fused import can_fuse, fuse
+    from ..runtime.fused import can_fuse, fuse, halves_of
     from ..runtime.session import GraphSession
     from ..runtime.stats import Stats
     from ..runtime.target import FILLER_ROWS, Target
@@ -125,12 +125,10 @@ def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int)
         session = ort.InferenceSession(model, sess_options=plan.options, providers=plan.providers)
         sessions[role] = GraphSession(spec, session, capacity)
     if fused:  # the halves are never run by target-only steps: unprofiled sessions to build the Target with
-        whole = sessions["target"].cache
-        cut = halves[0].layers[1] - halves[0].layers[0]
         plan = build_session_options(ProviderChoice(), threads)
         halves = [GraphSession(spec, ort.InferenceSession(str(spec.path), sess_options=plan.options,
                                                           providers=plan.providers), capacity, cache)
-                  for spec, cache in zip(halves, (whole.layers(0, cut), whole.layers(cut, len(whole.buffer))))]
+                  for spec, cache in zip(halves, halves_of(sessions["target"].cache, halves[0]))]
         target = Target(*halves, Stats(), sessions["target"])
     else:
         target = Target(sessions["prefix"], sessions["suffix"], Stats())

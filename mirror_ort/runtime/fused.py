@@ -15,6 +15,7 @@ import onnx
 from onnx import helper
 
 from ..bundle import GraphSpec, TensorSpec
+from .kv_cache import KVCache
 
 FUSED_ROLE = "target"
 PROTOBUF_LIMIT = 2**31 - 2**24  # bytes of one serialized model, with room to spare
@@ -26,6 +27,12 @@ def can_fuse(prefix: GraphSpec, suffix: GraphSpec) -> bool:
                      ("past_key", "past_value", "present_key", "present_value", "position_ids", "attention_mask"))
     return (prefix.static is None and suffix.static is None and prefix.kv_layout == suffix.kv_layout
             and prefix.layers[1] == suffix.layers[0] and same_names)
+
+
+def halves_of(cache: KVCache, prefix: GraphSpec) -> tuple[KVCache, KVCache]:
+    """The fused target's cache as the prefix's layers and the suffix's, over the same memory."""
+    cut = prefix.layers[1] - prefix.layers[0]
+    return cache.layers(0, cut), cache.layers(cut, len(cache.buffer))
 
 
 def fuse(prefix: GraphSpec, suffix: GraphSpec) -> tuple[bytes, GraphSpec] | None:

@@ -24,7 +24,7 @@ from ..providers.spec import CPU_EP
 from .ar import generate_ar
 from .cost import CostCurve, cost_curve
 from .draft import Drafter
-from .fused import can_fuse
+from .fused import can_fuse, halves_of
 from .fused import fuse as fuse_target
 from .mirror import DraftWorker, TreeBudget, generate_mirror
 from .sampling import Decoding, Randomness
@@ -95,10 +95,7 @@ class Pipeline:
         if fused is not None:
             fused_session = session(fused[1], target_ep, target_threads, max_length + FILLER_ROWS, model=fused[0])
             del fused
-        caches = [None, None]
-        if fused_session is not None:
-            whole, split = fused_session.cache, halves[0].layers[1] - halves[0].layers[0]
-            caches = [whole.layers(0, split), whole.layers(split, len(whole.buffer))]
+        caches = halves_of(fused_session.cache, halves[0]) if fused_session is not None else (None, None)
         prefix, suffix = (session(spec, target_ep, target_threads, max_length + FILLER_ROWS, cache=cache)
                           for spec, cache in zip(halves, caches))
         draft = None
