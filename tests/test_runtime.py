@@ -69,6 +69,19 @@ def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, la
     assert ids_alone == [int(row.argmax()) for row in alone[:4]]
 
 
+def test_the_fused_target_and_the_two_halves_decode_alike(bundle_layers):
+    """``fuse=False`` runs every step through prefix + suffix: the same tokens for every method,
+    greedy and sampled (runtime/fused.py)."""
+    fused, split = (Pipeline.from_bundle(bundle_layers, fuse=fuse) for fuse in (True, False))
+    assert fused.fused is not None and split.fused is None
+    for method, temperature in itertools.product(("ar", "sd", "mirror"), (0.0, 0.9)):
+        kw = dict(method=method, max_new_tokens=20, gamma=3, temperature=temperature, seed=5)
+        got = fused.generate(PROMPTS[1], **kw)
+        assert got.token_ids == split.generate(PROMPTS[1], **kw).token_ids, (method, temperature)
+        # a fixed gamma: Mirror-SD builds a tree every step, through the halves; the rest fused
+        assert got.stats["seconds"]["prefix" if method == "mirror" else "target"] > 0
+
+
 @pytest.mark.parametrize("name", ["layers", "self", "unrelated"])
 def test_greedy_is_lossless_over_settings(pipes, name):
     pipe = pipes[name]
