@@ -106,7 +106,7 @@ def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int)
 
     from ..bundle import Bundle
     from ..providers import ProviderChoice, build_session_options
-    from ..runtime.fused import can_fuse, fuse, halves_of
+    from ..runtime.fused import fuse, halves_of
     from ..runtime.session import GraphSession
     from ..runtime.stats import Stats
     from ..runtime.target import FILLER_ROWS, Target
@@ -114,7 +114,7 @@ def profile_mirror_ort(bundle_path, prompt: list[int], steps: int, threads: int)
     bundle = Bundle.load(bundle_path)
     out = tempfile.mkdtemp(prefix="mirror-ort-profile-")
     halves = bundle.graph("prefix"), bundle.graph("suffix")
-    fused = fuse(*halves) if can_fuse(*halves) else None
+    fused = fuse(*halves)
     models = {"target": fused} if fused else {spec.role: (str(spec.path), spec) for spec in halves}
     capacity = len(prompt) + steps + 2 + FILLER_ROWS
     sessions = {}

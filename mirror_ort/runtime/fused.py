@@ -21,7 +21,7 @@ FUSED_ROLE = "target"
 PROTOBUF_LIMIT = 2**31 - 2**24  # bytes of one serialized model, with room to spare
 
 
-def can_fuse(prefix: GraphSpec, suffix: GraphSpec) -> bool:
+def _can_fuse(prefix: GraphSpec, suffix: GraphSpec) -> bool:
     """Dynamic halves in one K/V layout whose cache names agree: static NPU graphs stay apart."""
     same_names = all(prefix.names[k] == suffix.names[k] for k in
                      ("past_key", "past_value", "present_key", "present_value", "position_ids", "attention_mask"))
@@ -37,11 +37,14 @@ def halves_of(cache: KVCache, prefix: GraphSpec) -> tuple[KVCache, KVCache]:
 
 def fuse(prefix: GraphSpec, suffix: GraphSpec) -> tuple[bytes, GraphSpec] | None:
     """The fused model (serialized) and its spec: the prefix's inputs, the suffix's head; None for
-    a target too large for one in-memory protobuf (ONNX's 2 GB limit) or with external weights.
+    halves that stay apart (``_can_fuse``), a target too large for one in-memory protobuf (ONNX's
+    2 GB limit) or one with external weights.
 
     Graph surgery works on the graphs without their weights; the weights go from the two files
     into the fused model as the bytes they are (``_initializer``): protobuf's Python messages
     copy and re-encode large tensors slowly (seconds for an fp32 model)."""
+    if not _can_fuse(prefix, suffix):
+        return None
     files = prefix.path.read_bytes(), suffix.path.read_bytes()
     if sum(len(f) for f in files) >= PROTOBUF_LIMIT:
         return None
@@ -78,8 +81,9 @@ def fuse(prefix: GraphSpec, suffix: GraphSpec) -> tuple[bytes, GraphSpec] | None
     model.ir_version = max(first.ir_version, second.ir_version)
     weights = [piece for name, tensor in first_weights if name in needed for piece in _initializer(tensor)]
     for name, tensor in second_weights:
-        if rename(name) in needed:
-            weights += _initializer(tensor, rename(name) if rename(name) != name else None)
+        new_name = rename(name)
+        if new_name in needed:
+            weights += _initializer(tensor, new_name if new_name != name else None)
     graph_bytes = model.graph.SerializeToString()
     model.ClearField("graph")
     names = {**prefix.names, "head_rows": suffix.name("head_rows"), "logits": head[0], "next_ids": head[1]}
@@ -125,17 +129,14 @@ def _without_weights(model: bytes) -> tuple[onnx.ModelProto | None, list[tuple[s
             if field != GRAPH_INITIALIZER:
                 graph.append(encoded_field)
                 continue
-            name = next(bytes(v).decode() for n, v, _ in _fields(tensor) if n == TENSOR_NAME)
-            weights.append((name, tensor))
+            head = onnx.TensorProto()  # the tensor without its data: its name and where the data lives
+            head.ParseFromString(b"".join(e for n, _, e in _fields(tensor) if n != RAW_DATA))
+            if head.data_location == onnx.TensorProto.EXTERNAL:
+                return None, []
+            weights.append((head.name, tensor))
         body = b"".join(graph)
         kept.append(_key(MODEL_GRAPH, len(body)) + body)
-    parsed = onnx.load_from_string(b"".join(kept))
-    for _, tensor in weights:
-        head = onnx.TensorProto()
-        head.ParseFromString(b"".join(e for n, _, e in _fields(tensor) if n != RAW_DATA))
-        if head.data_location == onnx.TensorProto.EXTERNAL:
-            return None, []
-    return parsed, weights
+    return onnx.load_from_string(b"".join(kept)), weights
 
 
 def _initializer(tensor: memoryview, new_name: str | None = None) -> list:

@@ -24,8 +24,8 @@ from ..providers.spec import CPU_EP
 from .ar import generate_ar
 from .cost import CostCurve, cost_curve
 from .draft import Drafter
-from .fused import can_fuse, halves_of
 from .fused import fuse as fuse_target
+from .fused import halves_of
 from .mirror import DraftWorker, TreeBudget, generate_mirror
 from .sampling import Decoding, Randomness
 from .sd import generate_sd
@@ -90,11 +90,11 @@ class Pipeline:
             return GraphSession(spec, session, capacity, cache)
 
         halves = bundle.graph("prefix"), bundle.graph("suffix")
-        fused = fuse_target(*halves) if fuse and can_fuse(*halves) else None
+        fused = fuse_target(*halves) if fuse else None
         fused_session = None
         if fused is not None:
             fused_session = session(fused[1], target_ep, target_threads, max_length + FILLER_ROWS, model=fused[0])
-            del fused
+            fused = None  # the serialized model: ONNX Runtime holds its own copy now
         caches = halves_of(fused_session.cache, halves[0]) if fused_session is not None else (None, None)
         prefix, suffix = (session(spec, target_ep, target_threads, max_length + FILLER_ROWS, cache=cache)
                           for spec, cache in zip(halves, caches))

@@ -80,12 +80,9 @@ class Target:
         """Layers [l_e, N) + head on the window the prefix just ran: next ids, or logits to sample from
         (every row, or only the last one)."""
         start, rows = self.suffix_session.cache.length, self._rows
-        wanted, head_rows = self._head_rows(rows, last_only)
-        with self.stats.timed(timer):
-            out = self.suffix_session.run(hidden, *self._window, head_rows,
-                                          outputs=("next_ids",) if greedy else ("logits",))
+        out = self._head(self.suffix_session, hidden, self._window, rows, greedy, last_only, timer)
         self._set_length(start + rows)
-        return (out["next_ids"] if greedy else out["logits"])[0, :len(wanted)]
+        return out
 
     def score(self, tokens: list[int], greedy: bool, prefill: bool = False, last_only: bool = True) -> np.ndarray:
         """The whole target without the early-exit message: its output for the last token
@@ -94,20 +91,23 @@ class Target:
         if self.fused_session is None:
             hidden, _ = self.prefix(tokens, timer="prefill" if prefill else "prefix")
             return self.suffix(hidden, greedy, timer="prefill" if prefill else "suffix", last_only=last_only)
-        start, rows = self.length, len(tokens)
+        start = self.length
         ids, window = self._padded(start, tokens)
-        wanted, head_rows = self._head_rows(rows, last_only)
-        with self.stats.timed("prefill" if prefill else "target"):
-            out = self.fused_session.run(ids, *window, head_rows, outputs=("next_ids",) if greedy else ("logits",))
-        self._set_length(start + rows)
-        return (out["next_ids"] if greedy else out["logits"])[0, :len(wanted)]
+        out = self._head(self.fused_session, ids, window, len(tokens), greedy, last_only,
+                         "prefill" if prefill else "target")
+        self._set_length(start + len(tokens))
+        return out
 
     def _padded(self, start: int, tokens: list[int]):
         """The window's ids (a filler row after a lone token where needed, see above), positions, mask."""
         tokens = list(tokens) + [tokens[-1]] * (self.min_rows - len(tokens))
         return np.array([tokens], dtype=np.int64), (positions(start, len(tokens)), causal_mask(start, len(tokens)))
 
-    def _head_rows(self, rows: int, last_only: bool):
-        """The rows whose output the caller wants, and the head rows asked (a lone row twice, see above)."""
+    def _head(self, session: GraphSession, first, window, rows: int, greedy: bool, last_only: bool, timer: str):
+        """Run a graph that ends in the LM head (the suffix, the fused target) over the window: next
+        ids, or logits, of every row or only the last (a lone head row is asked twice, see above)."""
         wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
-        return wanted, np.resize(wanted, max(len(wanted), self.min_rows))
+        head_rows = np.resize(wanted, max(len(wanted), self.min_rows))
+        with self.stats.timed(timer):
+            out = session.run(first, *window, head_rows, outputs=("next_ids",) if greedy else ("logits",))
+        return out["next_ids" if greedy else "logits"][0, :len(wanted)]
