@@ -33,11 +33,12 @@ def positions(continuations) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def overlap(adapter: ExitAdapter | None, head, hidden, ids, kappa: int = 8, chunk: int = 2048) -> dict:
     """Share of positions whose target token is among the exit Top-kappa (and is its Top-1)."""
     hits = top1 = 0
+    device = next(head.parameters()).device
     with torch.no_grad():
         for s in range(0, len(hidden), chunk):
-            h = hidden[s:s + chunk].float()
+            h = hidden[s:s + chunk].to(device, torch.float32)
             logits = head(adapter(h) if adapter is not None else h)
-            top = logits.topk(kappa, dim=-1).indices
+            top = logits.topk(kappa, dim=-1).indices.cpu()
             target = ids[s:s + chunk, :1]
             hits += int((top == target).any(-1).sum())
             top1 += int((top[:, :1] == target).sum())
@@ -47,7 +48,8 @@ def overlap(adapter: ExitAdapter | None, head, hidden, ids, kappa: int = 8, chun
 def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256, minutes: float = 10.0,
                        max_steps: int | None = None, lr: float = 2e-3, seed: int = 0, bf16: bool = True,
                        log=print) -> tuple[ExitAdapter, dict]:
-    """Train an adapter for ``exit_layer``; returns it and its before/after figures on ``held_out``."""
+    """Train an adapter for ``exit_layer`` on the target's device; returns it (on the CPU) and its
+    before/after figures on ``held_out``. The positions stay in host memory; each step's batch moves."""
     from ..export.architectures import arch_spec
     from ..export.decoder import Head
 
@@ -57,7 +59,9 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
     hidden, ids, logprobs = positions(train)
     test = positions(held_out) if held_out else None
     torch.manual_seed(seed)
-    adapter = ExitAdapter(model.config.hidden_size, rank, exit_layer, eps=getattr(model.model.norm, "variance_epsilon", 1e-5))
+    device = next(head.parameters()).device
+    adapter = ExitAdapter(model.config.hidden_size, rank, exit_layer,
+                          eps=getattr(model.model.norm, "variance_epsilon", 1e-5)).to(device)
     seen = slice(0, TRAIN_SAMPLE)  # what it fits, beside what it generalises to
     before = overlap(None, head, *test[:2]) if test else None
     before_train = overlap(None, head, hidden[seen], ids[seen])
@@ -70,11 +74,11 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         rows = torch.randint(0, len(hidden), (POSITIONS_PER_STEP,), generator=generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = head(adapter(hidden[rows].float()))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = head(adapter(hidden[rows].to(device, torch.float32)))
         logp = F.log_softmax(logits.float(), dim=-1)
-        weights = logprobs[rows].exp()
-        loss = -(weights / weights.sum(-1, keepdim=True) * logp.gather(1, ids[rows])).sum(-1).mean()
+        weights = logprobs[rows].to(device).exp()
+        loss = -(weights / weights.sum(-1, keepdim=True) * logp.gather(1, ids[rows].to(device))).sum(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -83,7 +87,8 @@ def train_exit_adapter(model, train, held_out, exit_layer: int, rank: int = 256,
             log(f"exit adapter step {step}: loss {loss.item():.3f}")
     adapter.eval()
     after = overlap(adapter, head, *test[:2]) if test else None
+    train_after = overlap(adapter, head, hidden[seen], ids[seen])
     report = {"exit_layer": exit_layer, "rank": rank, "steps": step, "minutes": (time.perf_counter() - started) / 60,
               "training_positions": len(hidden), "held_out": {"plain": before, "adapted": after},
-              "train": {"plain": before_train, "adapted": overlap(adapter, head, hidden[seen], ids[seen])}}
-    return adapter, report
+              "train": {"plain": before_train, "adapted": train_after}}
+    return adapter.cpu(), report

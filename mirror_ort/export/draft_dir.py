@@ -53,7 +53,7 @@ def is_distilled_draft(path) -> bool:
 
 
 def embedding_sha256(target) -> str:
-    weight = target.model.embed_tokens.weight.detach().float().contiguous()
+    weight = target.model.embed_tokens.weight.detach().float().cpu().contiguous()
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()
 
 
