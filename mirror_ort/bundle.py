@@ -276,13 +276,14 @@ class EarlyExit:
     head: str = "final RMSNorm + LM head, Top-kappa log-probs"
     adapter: dict | None = None  # a trained exit adapter inside prefix.onnx (what it is, how it was trained)
     selection: dict | None = None  # how --exit-layer auto chose the layer (export/exit_layer.py)
+    vocab_map: str | None = None  # the head scores only these target ids (a file: the draft's); None: all
 
     @classmethod
     def read(cls, r: _Reader, num_layers: int, vocab_size: int) -> "EarlyExit":
         return cls(layer=r.get("layer", int, check=lambda v: 1 <= v < num_layers),
                    kappa=r.get("kappa", int, check=lambda v: 1 <= v <= vocab_size),
                    head=r.get("head", str, cls.head), adapter=r.get("adapter", dict, None),
-                   selection=r.get("selection", dict, None))
+                   selection=r.get("selection", dict, None), vocab_map=r.get("vocab_map", str, None))
 
 
 @dataclass(frozen=True)
@@ -334,12 +335,16 @@ class Manifest:
             inside(bundle_dir, name, f"files.{name}", source)
             if not isinstance(digest, str) or len(digest) != 64:
                 raise MirrorError(f"{source}: files.{name} must be a sha256 hex digest: re-export the bundle")
+        early_exit = EarlyExit.read(r.reader("early_exit"), model.num_layers, model.vocab_size)
         named = [g.file for g in graphs.values()] + [g.vocab_map for g in graphs.values() if g.vocab_map]
+        if early_exit.vocab_map:
+            inside(bundle_dir, early_exit.vocab_map, "early_exit.vocab_map", source)
+            named.append(early_exit.vocab_map)
         tokenizer = TokenizerFacts.read(r.reader("tokenizer"), model.vocab_size)
         for name in named + [tokenizer.file]:
             if name not in files:
                 raise MirrorError(f"{source}: {name} is not listed in files (with its sha256): re-export the bundle")
-        return cls(model=model, early_exit=EarlyExit.read(r.reader("early_exit"), model.num_layers, model.vocab_size),
+        return cls(model=model, early_exit=early_exit,
                    graphs=graphs, files=files, tokenizer=tokenizer,
                    generation=GenerationConfig().updated(f"{source}: generation", **r.get("generation", dict, {})),
                    provenance=r.get("provenance", dict, {}), kv_cache=r.get("kv_cache", dict, KV_CACHE_LAYOUT))
@@ -401,6 +406,19 @@ class Bundle:
     def file(self, name: str) -> Path:
         """A file the manifest names, inside the bundle."""
         return inside(self.path, name, name, MANIFEST)
+
+    def token_ids(self, name: str) -> list[int]:
+        """A file of target ids the manifest names (a reduced vocabulary), checked against the vocabulary."""
+        path = self.file(name)
+        try:
+            ids = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise MirrorError(f"{path} is not a list of token ids ({str(e)[:80]}): re-export the bundle") from None
+        if (not isinstance(ids, list) or not ids
+                or not all(isinstance(i, int) and 0 <= i < self.vocab_size for i in ids)):
+            raise MirrorError(f"{path} is not a list of ids inside the target's vocabulary of {self.vocab_size}: "
+                              "re-export the bundle")
+        return ids
 
     def graph(self, role: str) -> GraphSpec:
         g = self.manifest.graphs.get(role)

@@ -418,7 +418,8 @@ def test_the_exit_adapter_learns_and_the_prefix_graph_applies_it(adapter, distil
     """Trained on the target's exit hidden states: the overlap mass rises on the positions it
     learnt from (a random tiny target has little to generalise, so held-out is reported, as it
     is for the real model in the draft's README); in the bundle, validate compares the ONNX
-    prefix's exit Top-kappa with the PyTorch adapter's."""
+    prefix's exit Top-kappa with the PyTorch adapter's. The exit head scores the draft's ids
+    only, renormalised over them."""
     module, report = adapter
     fitted = report["train"]
     assert fitted["adapted"]["overlap"] > fitted["plain"]["overlap"], fitted
@@ -437,10 +438,15 @@ def test_the_exit_adapter_learns_and_the_prefix_graph_applies_it(adapter, distil
     target = Target(distilled_pipe.prefix, distilled_pipe.suffix, Stats())
     target.reset()
     _, message = target.prefix(ids, kappa=8)
+    draft_ids = torch.tensor(distilled_pipe.vocab_map)
+    assert bundle.manifest.early_exit.vocab_map == bundle.graph("draft").vocab_map
+    assert np.isin(message.ids, distilled_pipe.vocab_map).all()
     with torch.no_grad():
         hidden = source.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[EXIT_LAYER]
-        want = torch.log_softmax(source.model.lm_head(source.model.model.norm(module(hidden))), -1)[0]
-    assert np.allclose(message.logprobs, want.topk(8, -1).values.numpy(), atol=1e-3)
+        logits = source.model.lm_head(source.model.model.norm(module(hidden)))[0]
+        want = torch.log_softmax(logits[:, draft_ids], -1).topk(8, -1)
+    assert np.allclose(message.logprobs, want.values.numpy(), atol=1e-3)
+    assert (message.ids == draft_ids[want.indices].numpy()).mean() > 0.95  # ties may order apart
 
 
 def test_an_exit_adapter_for_another_exit_layer_is_refused(distilled_dir, target_dir, tmp_path):
@@ -449,6 +455,13 @@ def test_an_exit_adapter_for_another_exit_layer_is_refused(distilled_dir, target
     bundle = export(target_dir, tmp_path / "plain", draft=str(distilled_dir), exit_layer=3, exit_adapter=False,
                     validate=False)
     assert bundle.manifest.early_exit.adapter is None
+
+
+def test_a_kappa_past_the_drafts_vocabulary_is_refused(distilled_dir, target_dir, tmp_path):
+    """The early exit scores the draft's ids only: it cannot name more candidates than there are."""
+    with pytest.raises(MirrorError, match=f"--kappa {DRAFT_VOCAB + 1} exceeds the draft's vocabulary of {DRAFT_VOCAB} ids"):
+        export(target_dir, tmp_path / "b", draft=str(distilled_dir), kappa=DRAFT_VOCAB + 1, validate=False)
+    assert not (tmp_path / "b").exists()
 
 
 def test_sd_and_mirror_with_a_distilled_draft_are_lossless_greedy(distilled_pipe):

@@ -332,3 +332,7 @@ class Head(nn.Module):
 
     def forward(self, hidden):
         return self.lm_head(rms_norm(self.norm, hidden, self.fused, self.spec))
+
+    def target_ids(self, rows):
+        """Row indices of the head's logits -> target ids (the same, for the whole head)."""
+        return rows

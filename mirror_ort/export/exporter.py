@@ -72,6 +72,9 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         raise MirrorError(f"--exit-layer {exit_layer} is outside 1..{n - 1} for this {n}-layer model")
     if not 1 <= options.kappa <= config.vocab_size:
         raise MirrorError(f"--kappa {options.kappa} is outside 1..{config.vocab_size} (the vocabulary size)")
+    if getattr(draft, "vocab_map", None) is not None and options.kappa > len(draft.vocab_map):
+        raise MirrorError(f"--kappa {options.kappa} exceeds the draft's vocabulary of {len(draft.vocab_map)} ids, "
+                          "which the early exit scores: pass a smaller --kappa")
     if options.precision not in PRECISIONS:
         raise MirrorError(f"unknown precision {options.precision!r} (choose from {', '.join(PRECISIONS)})")
     if options.draft_precision is not None and options.draft_precision not in DRAFT_PRECISIONS:
@@ -94,7 +97,8 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     try:
         graphs = {}
         pad = options.precision in PAD_QUERY_PRECISIONS  # a one-row call exact in-graph (export/decoder.py)
-        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, pad_query_rows=pad)
+        exit_vocab = getattr(draft, "vocab_map", None)  # the early exit scores the draft's ids (split.py)
+        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, pad_query_rows=pad, exit_vocab=exit_vocab)
         for role, module, layers in (("prefix", prefix, (0, exit_layer)),
                                      ("suffix", Suffix(source.model, exit_layer, spec, pad_query_rows=pad),
                                       (exit_layer, n)),
@@ -120,8 +124,10 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         if draft_facts.get("vocab_map"):
             (tmp / draft_facts["vocab_map"]).write_text(json.dumps(draft.vocab_map.tolist()))
         # Read back through the typed contract: what export writes is what the runtime accepts.
-        early_exit = {"layer": exit_layer, "kappa": options.kappa,
-                      "head": ("exit adapter, then " if adapter else "") + "final RMSNorm + LM head, Top-kappa log-probs",
+        head = (f"final RMSNorm + the LM head's rows of the draft's {len(exit_vocab)} ids, Top-kappa log-probs over them"
+                if exit_vocab is not None else "final RMSNorm + LM head, Top-kappa log-probs")
+        early_exit = {"layer": exit_layer, "kappa": options.kappa, "head": ("exit adapter, then " if adapter else "") + head,
+                      "vocab_map": DRAFT_VOCAB_MAP if exit_vocab is not None else None,
                       "adapter": adapter.describe(adapter_source) if adapter else None, "selection": selection}
         manifest = Manifest.from_json(_manifest(source, spec, early_exit, graphs, tmp), tmp, MANIFEST)
         bundle = Bundle(tmp, manifest)

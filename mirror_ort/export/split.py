@@ -12,8 +12,11 @@ the LM head is a small model's largest matrix, and most positions need no head:
 a prompt needs one row, a target-only step no early exit, a draft-tree level
 only each branch's last token.
 
-Design choice the paper leaves open: the early-exit head applies the final
-RMSNorm before the shared LM head (the hidden state at l_e is not normalised).
+Design choices the paper leaves open: the early-exit head applies the final
+RMSNorm before the shared LM head (the hidden state at l_e is not normalised); with a
+reduced-vocabulary draft it scores only the draft's ids (``exit_vocab``): the message's
+candidates seed the draft tree, and a row of the head per id is what a tree step costs the
+target beyond a plain step (49,152 rows of SmolLM2's head against the draft's 8,192).
 """
 
 import torch
@@ -27,14 +30,16 @@ def _pairs(flat):
 
 
 class Prefix(nn.Module):
-    """``adapter`` (optional, ``exit_adapter.py``) maps the exit hidden state before the shared head."""
+    """``adapter`` (optional, ``exit_adapter.py``) maps the exit hidden state before the shared head;
+    ``exit_vocab`` (optional: target ids) restricts the early-exit head to those ids, whose
+    log-probs are then renormalised over them."""
 
     def __init__(self, hf_model, exit_layer: int, kappa: int, spec, adapter: nn.Module | None = None,
-                 pad_query_rows: bool = False):
+                 pad_query_rows: bool = False, exit_vocab: torch.Tensor | None = None):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
         self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True, pad_query_rows=pad_query_rows)
-        self.head = Head(hf_model, spec)
+        self.head = Head(hf_model, spec) if exit_vocab is None else ExitHead(hf_model, spec, exit_vocab)
         self.kappa = kappa
         self.adapter = adapter
 
@@ -45,7 +50,22 @@ class Prefix(nn.Module):
             exit_hidden = self.adapter(exit_hidden)
         logprobs = torch.log_softmax(self.head(exit_hidden).float(), dim=-1)
         exit_logprobs, exit_ids = torch.topk(logprobs, self.kappa, dim=-1)
-        return (hidden, exit_ids, exit_logprobs, *presents)
+        return (hidden, self.head.target_ids(exit_ids), exit_logprobs, *presents)
+
+
+class ExitHead(Head):
+    """The target's final norm and the rows of its LM head for ``ids`` (a matrix of its own in
+    the graph, not a Gather of the full one each call); ``target_ids`` maps row indices back."""
+
+    def __init__(self, hf_model, spec, ids: torch.Tensor):
+        super().__init__(hf_model, spec)
+        weight = hf_model.lm_head.weight.detach()[ids.long()].clone()
+        self.lm_head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.lm_head.weight = nn.Parameter(weight, requires_grad=False)
+        self.register_buffer("ids", ids.long().clone(), persistent=False)
+
+    def target_ids(self, rows):
+        return torch.index_select(self.ids, 0, rows.reshape(-1)).reshape(rows.shape)
 
 
 class Suffix(nn.Module):

@@ -169,6 +169,13 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
     exit_covers = []  # per text position: is the final next token among the early-exit Top-kappa?
     plain_covers = []  # ... among the Top-kappa of the plain logit lens (no exit adapter)
     adapter = _exit_adapter(bundle, model)
+    exit_vocab = bundle.manifest.early_exit.vocab_map  # the early exit scores only these ids (export/split.py)
+    exit_ids = torch.tensor(bundle.token_ids(exit_vocab)) if exit_vocab else None
+
+    def top_exit(logits):
+        if exit_ids is None:
+            return torch.topk(logits, kappa, dim=-1).indices.numpy()
+        return exit_ids[torch.topk(logits[:, exit_ids], kappa, dim=-1).indices].numpy()
     nll_torch, nll_bundle = [], []  # next-token negative log-likelihood on the text prompts
     from tqdm import tqdm
 
@@ -179,9 +186,8 @@ def _parity(bundle: Bundle, source, thresholds: dict, user_thresholds: dict) -> 
             out = model(torch.tensor([ids]), output_hidden_states=True)
             ref_logits = out.logits[0].numpy()
             exit_hidden = out.hidden_states[exit_layer]
-            plain_exit = torch.topk(model.lm_head(model.model.norm(exit_hidden))[0], kappa, dim=-1).indices.numpy()
-            exit_logits = model.lm_head(model.model.norm(adapter(exit_hidden) if adapter else exit_hidden))[0]
-            ref_exit = torch.topk(exit_logits, kappa, dim=-1).indices.numpy()
+            plain_exit = top_exit(model.lm_head(model.model.norm(exit_hidden))[0])
+            ref_exit = top_exit(model.lm_head(model.model.norm(adapter(exit_hidden) if adapter else exit_hidden))[0])
             ref_draft = draft_module and _draft_logits(draft_module, ids)
         for session in (prefix, suffix, draft):
             if session is not None:

@@ -9,7 +9,6 @@ from several threads wait their turn (a lock), and starting a second generation 
 that is still consuming a stream is refused.
 """
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ class Pipeline:
         self.threads = threads
         self._owner: int | None = None  # the thread running a generation
         vocab_map = bundle.graph("draft").vocab_map if bundle.has_draft else None
-        self.vocab_map = _vocab_map(bundle, vocab_map) if vocab_map else None
+        self.vocab_map = np.array(bundle.token_ids(vocab_map), dtype=np.int64) if vocab_map else None
 
     @classmethod
     def from_bundle(cls, path, target_ep: str | ProviderChoice = "cpu", draft_ep: str | ProviderChoice = "cpu",
@@ -279,16 +278,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
     return int(diff[0]) if diff.size else n
-
-
-def _vocab_map(bundle: Bundle, name: str) -> np.ndarray:
-    """The reduced-vocabulary draft's target ids, checked against the target's vocabulary."""
-    path = bundle.file(name)
-    try:
-        ids = np.array(json.loads(path.read_text()), dtype=np.int64)
-    except (OSError, ValueError, TypeError) as e:
-        raise MirrorError(f"{path} is not a list of token ids ({str(e)[:80]}): re-export the bundle") from None
-    if ids.ndim != 1 or not len(ids) or ids.min() < 0 or ids.max() >= bundle.vocab_size:
-        raise MirrorError(f"{path} holds ids outside the target's vocabulary of {bundle.vocab_size}: "
-                          "re-export the bundle")
-    return ids
