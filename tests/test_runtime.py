@@ -110,7 +110,7 @@ def test_greedy_is_lossless_with_auto_windows_and_prompt_lookup(pipes, name):
             assert got.token_ids == want, (name, prompt, method, draft)
             speculation = got.stats["speculation"]
             assert speculation["gamma"] == "auto" and speculation["draft"] == draft
-            looked += len(speculation.get("lookup", {}).get("acceptance", [])) > 0
+            looked += len(speculation.get("lookup", {}).get("by_match", {})) > 0
         assert pipe.generate(prompt, method="sd", max_new_tokens=32, gamma=4, draft="lookup").token_ids == want
     assert looked  # the lookup controller was there
 

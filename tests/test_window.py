@@ -105,3 +105,25 @@ def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
     assert lookup.propose([5, 6, 7, 8], 4) == ([], 0)  # nothing repeats
     assert lookup.propose(tokens, 0) == ([], 0)
     assert lookup.propose([3, 3, 3], 5) == ([3], 2)  # overlapping matches end before the suffix
+
+
+def test_lookup_windows_are_learnt_per_match_length():
+    """A 4-gram match that keeps being right earns long windows while 2-gram guesses that are
+    wrong are cut to nothing: each match length has its own controller."""
+    from types import SimpleNamespace
+
+    from mirror_ort.runtime.window import WindowPlanner
+
+    planner = WindowPlanner("lookup", None, 8, SimpleNamespace(target=target_ms, draft_ms=0.0), 1, follow_timing=False)
+    long_match = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3, 4]  # the suffix 1 2 3 4 occurred: 8 tokens follow
+    short_match = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, 1, 2]  # only the 2-gram 1 2 occurred
+    for _ in range(200):
+        for tokens, right in ((long_match, True), (short_match, False)):
+            plan = planner.plan(tokens, room=8)
+            if plan.source == "lookup":
+                planner.observe(plan, len(plan.tokens), len(plan.tokens) if right else 0)
+    four, two = planner.plan(long_match, room=8), planner.plan(short_match, room=8)
+    assert (four.source, four.match, len(four.tokens)) == ("lookup", 4, 8)
+    assert two.source == "none" or (two.match == 2 and len(two.tokens) <= 1)
+    by_match = planner.summary()["lookup"]["by_match"]
+    assert by_match[4]["acceptance"][0] > 0.9 and by_match[2]["acceptance"][0] < 0.1
