@@ -32,10 +32,11 @@ def main():
             answer = pipe.generate(prompt, method="ar", max_new_tokens=args.max_new_tokens).token_ids
             for t in range(len(answer)):
                 guess, n = lookup.propose(prompt + answer[:t], args.window)
+                if not guess:
+                    continue
                 right = next((i for i, (g, a) in enumerate(zip(guess, answer[t:])) if g != a), min(len(guess), len(answer) - t))
-                if guess:
-                    c = counts[n]
-                    c[0], c[1], c[2] = c[0] + 1, c[1] + (right > 0), c[2] + right
+                c = counts[n]
+                c[0], c[1], c[2] = c[0] + 1, c[1] + (right > 0), c[2] + right
     print("| n-gram | guesses | first token right | tokens right per guess |")
     print("|---|---|---|---|")
     for n, (guesses, first, tokens) in sorted(counts.items()):

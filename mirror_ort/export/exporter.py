@@ -72,8 +72,9 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
         raise MirrorError(f"--exit-layer {exit_layer} is outside 1..{n - 1} for this {n}-layer model")
     if not 1 <= options.kappa <= config.vocab_size:
         raise MirrorError(f"--kappa {options.kappa} is outside 1..{config.vocab_size} (the vocabulary size)")
-    if getattr(draft, "vocab_map", None) is not None and options.kappa > len(draft.vocab_map):
-        raise MirrorError(f"--kappa {options.kappa} exceeds the draft's vocabulary of {len(draft.vocab_map)} ids, "
+    exit_vocab = getattr(draft, "vocab_map", None)  # the early exit scores the draft's ids (split.py)
+    if exit_vocab is not None and options.kappa > len(exit_vocab):
+        raise MirrorError(f"--kappa {options.kappa} exceeds the draft's vocabulary of {len(exit_vocab)} ids, "
                           "which the early exit scores: pass a smaller --kappa")
     if options.precision not in PRECISIONS:
         raise MirrorError(f"unknown precision {options.precision!r} (choose from {', '.join(PRECISIONS)})")
@@ -97,7 +98,6 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     try:
         graphs = {}
         pad = options.precision in PAD_QUERY_PRECISIONS  # a one-row call exact in-graph (export/decoder.py)
-        exit_vocab = getattr(draft, "vocab_map", None)  # the early exit scores the draft's ids (split.py)
         prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, pad_query_rows=pad, exit_vocab=exit_vocab)
         for role, module, layers in (("prefix", prefix, (0, exit_layer)),
                                      ("suffix", Suffix(source.model, exit_layer, spec, pad_query_rows=pad),

@@ -112,11 +112,13 @@ class WindowController:
             self.overhead_ms += EMA * (max(overhead_ms, 0.0) - self.overhead_ms)
 
     def summary(self) -> dict:
-        steps = len(self.chosen)
-        return {"mean_gamma": sum(self.chosen) / steps if steps else 0.0,
-                "plain_steps": sum(1 for g in self.chosen if g == 0),
-                "acceptance": [round(a, 3) for a in self.acceptance],
+        return {**choices(self.chosen), "acceptance": [round(a, 3) for a in self.acceptance],
                 "draft_ms_per_call": round(self.draft_ms_per_call, 3), "overhead_ms": round(self.overhead_ms, 3)}
+
+
+def choices(chosen: list[int]) -> dict:
+    """What a list of chosen windows says: their mean, and how many were plain target steps (0)."""
+    return {"mean_gamma": sum(chosen) / len(chosen) if chosen else 0.0, "plain_steps": chosen.count(0)}
 
 
 @dataclass
@@ -187,8 +189,6 @@ class WindowPlanner:
         if self.model:
             out["model"] = self.model.summary()
         if self.looked:
-            chosen = [g for c in self.looked.values() for g in c.chosen]
-            out["lookup"] = {"mean_gamma": sum(chosen) / len(chosen) if chosen else 0.0,
-                             "plain_steps": sum(1 for g in chosen if g == 0),
+            out["lookup"] = {**choices([g for c in self.looked.values() for g in c.chosen]),
                              "by_match": {n: {"steps": len(c.chosen), **c.summary()} for n, c in self.looked.items()}}
         return out
