@@ -127,3 +127,28 @@ def test_lookup_windows_are_learnt_per_match_length():
     assert two.source == "none" or (two.match == 2 and len(two.tokens) <= 1)
     by_match = planner.summary()["lookup"]["by_match"]
     assert by_match[4]["acceptance"][0] > 0.9 and by_match[2]["acceptance"][0] < 0.1
+
+
+def test_with_both_sources_the_window_expected_to_pay_more_goes_first():
+    """Auto windows with the model draft and lookup: a step with a lookup guess verifies the
+    source whose controller expects more tokens per millisecond, whatever the match length."""
+    from types import SimpleNamespace
+
+    from mirror_ort.runtime.window import WindowPlanner
+
+    short_match = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, 1, 2]  # only the 2-gram 1 2 occurred
+    for lookup_right in (True, False):
+        planner = WindowPlanner("both", None, 8, SimpleNamespace(target=target_ms, draft_ms=DRAFT_MS), 1,
+                                follow_timing=False)
+        sources = []
+        for _ in range(200):
+            plan = planner.plan(short_match, room=8)
+            proposed = len(plan.tokens) if plan.source == "lookup" else plan.gamma
+            right = lookup_right if plan.source == "lookup" else not lookup_right
+            planner.observe(plan, proposed, proposed if right else 0)
+            sources.append(plan.source)
+        settled = sources[-50:]
+        if lookup_right:
+            assert settled.count("lookup") == 50 and planner.plan(short_match, room=8).tokens == short_match[2:10]
+        else:
+            assert settled.count("model") >= 45  # a guess may still be tried where the model draft pays nothing

@@ -25,6 +25,8 @@ measured once for the machine and the acceptance counts, which the tokens determ
 import math
 from dataclasses import dataclass, field
 
+from .lookup import FIXED_MIN_NGRAM, LONG_MATCH, MAX_NGRAM, MIN_NGRAM, PromptLookup
+
 PROBE_EVERY = 16  # steps between windows one token longer than the estimates choose
 PRIOR = 0.5  # the first position's acceptance before any evidence
 SHRINK = 2.0  # weight, in observations, of the position before as the prior of a position
@@ -47,12 +49,17 @@ def best_window(acceptance: list[float], target_ms, draft_ms_per_call: float, to
 
     ``target_ms(rows)``: the target's time to score that many rows; ``overhead_ms``: what a
     speculative step costs beyond the target and the serial draft calls (Mirror-SD's waits)."""
-    def rate(g: int) -> float:
-        if g == 0:
-            return 1.0 / target_ms(1)
-        calls = math.ceil(g / tokens_per_call)
-        return expected_tokens(acceptance, g) / (target_ms(g + 1) + calls * draft_ms_per_call + overhead_ms)
-    return max(range(max_gamma + 1), key=lambda g: (rate(g), -g))
+    return max(range(max_gamma + 1), key=lambda g: (
+        window_rate(acceptance, g, target_ms, draft_ms_per_call, tokens_per_call, overhead_ms), -g))
+
+
+def window_rate(acceptance: list[float], gamma: int, target_ms, draft_ms_per_call: float, tokens_per_call: int,
+                overhead_ms: float = 0.0) -> float:
+    """Expected committed tokens per millisecond of a step that verifies ``gamma`` draft tokens."""
+    if gamma == 0:
+        return 1.0 / target_ms(1)
+    calls = math.ceil(gamma / tokens_per_call)
+    return expected_tokens(acceptance, gamma) / (target_ms(gamma + 1) + calls * draft_ms_per_call + overhead_ms)
 
 
 @dataclass
@@ -85,13 +92,23 @@ class WindowController:
     def choose(self, room: int) -> int:
         """The window for this step (at most ``room``: the tokens the sequence may still take - 1)."""
         limit = min(self.max_gamma, room)
-        gamma = best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
-                            self.overhead_ms) if limit > 0 else 0
+        gamma = self.best(limit)
         self.steps += 1
         if self.steps % PROBE_EVERY == 0:  # look one position further than the estimates say pays
             gamma = min(gamma + 1, limit)
         self.chosen.append(gamma)
         return gamma
+
+    def best_rate(self, room: int) -> float:
+        """The expected tokens per millisecond of the best window within ``room`` (asked, not recorded)."""
+        gamma = self.best(room)
+        return window_rate(self.acceptance, gamma, self.target_ms, self.draft_ms_per_call, self.tokens_per_call,
+                           self.overhead_ms)
+
+    def best(self, room: int) -> int:
+        limit = min(self.max_gamma, room)
+        return best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
+                           self.overhead_ms) if limit > 0 else 0
 
     def pays(self, gamma: int) -> bool:
         """Would a window of ``gamma`` beat the best shorter one? (Asked, not recorded as a choice.)"""
@@ -132,27 +149,28 @@ class Plan:
 class WindowPlanner:
     """Where each step's window comes from and how long it is.
 
-    ``draft``: "model", "lookup" or "both". With both, a long lookup match (``LONG_MATCH``
-    tokens of n-gram) goes first, since it costs no draft call; else the model draft; and a
-    step that verifies no model window still verifies a one-token lookup guess when there is
-    one and it pays; on a target that scores at least two rows anyway (``free_guess``, older
-    graphs: ``target.py``) it always pays, riding in the row that would have been filler.
+    ``draft``: "model", "lookup" or "both". With both and auto windows, a step with a lookup
+    guess verifies whichever source is expected to commit more tokens per millisecond (its
+    controller's best window against the model draft's); with a fixed window, a long match
+    (``LONG_MATCH`` tokens of n-gram) goes first, since it costs no draft call. A step that
+    verifies no model window still verifies a one-token lookup guess when there is one and it
+    pays; on a target that scores at least two rows anyway (``free_guess``, older graphs:
+    ``target.py``) it always pays, riding in the row that would have been filler.
     Fixed ``gamma``: every window is that long. ``gamma="auto"``: ``WindowController`` per source,
     and for lookup one per match length: a longer n-gram match predicts further (on SmolLM2's
-    SpecBench summaries and RAG answers a 2-gram's guess is accepted 1.2 tokens deep on average,
-    a 4-gram's 3.9), so each length learns its own windows."""
+    SpecBench summaries and RAG answers a one-token match's guess is accepted 0.5 tokens deep on
+    average, a 2-gram's 1.2, a 4-gram's 3.9), so each length learns its own windows."""
 
     def __init__(self, draft: str, gamma: int | None, max_gamma: int, curve, tokens_per_call: int,
                  follow_timing: bool = True, free_guess: bool = False):
-        from .lookup import LONG_MATCH, MAX_NGRAM, MIN_NGRAM, PromptLookup
-
         self.draft, self.gamma, self.long_match, self.free_guess = draft, gamma, LONG_MATCH, free_guess
-        self.lookup = PromptLookup() if draft in ("lookup", "both") else None
+        shortest = MIN_NGRAM if gamma is None else FIXED_MIN_NGRAM
+        self.lookup = PromptLookup(min_ngram=shortest) if draft in ("lookup", "both") else None
         target_ms = curve.target if curve is not None else (lambda rows: 1.0)
         self.model = (WindowController(target_ms, curve.draft_ms or 0.0, tokens_per_call, max_gamma, follow_timing)
                       if gamma is None and draft in ("model", "both") else None)
         self.looked = ({n: WindowController(target_ms, 0.0, max_gamma, max_gamma, follow_timing)
-                        for n in range(MIN_NGRAM, MAX_NGRAM + 1)} if gamma is None and self.lookup else None)
+                        for n in range(shortest, MAX_NGRAM + 1)} if gamma is None and self.lookup else None)
         self.max_gamma = max_gamma
         self.model_windows: list[int] = []  # per step where the model draft could propose: its window (0: none)
 
@@ -161,7 +179,7 @@ class WindowPlanner:
         limit = min(room, self.max_gamma)
         guess, n = self.lookup.propose(tokens, limit) if self.lookup else ([], 0)
         looked = self.looked[n] if self.looked and guess else None
-        if guess and (self.draft == "lookup" or n >= self.long_match):
+        if guess and self._lookup_first(n, looked, len(guess), limit):
             length = looked.choose(len(guess)) if looked else len(guess)
             if self.free_guess and looked:
                 length = looked.chosen[-1] = max(length, 1)  # the guess rides in the filler row
@@ -175,6 +193,16 @@ class WindowPlanner:
         if guess and (self.free_guess or looked is None or looked.pays(1)):
             return Plan("lookup", 0, guess[:1], n)
         return Plan("none", 0)
+
+    def _lookup_first(self, n: int, looked: WindowController | None, guessed: int, limit: int) -> bool:
+        """Does this step verify the lookup guess rather than a model window? With both sources and
+        auto windows, whichever is expected to commit more tokens per millisecond (a guess costs no
+        draft call; an even choice goes to it); with a fixed window, a long match."""
+        if self.draft == "lookup":
+            return True
+        if looked is not None and self.model is not None:
+            return looked.best_rate(guessed) >= self.model.best_rate(limit)
+        return n >= self.long_match
 
     def observe(self, plan: Plan, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
                 overhead_ms: float | None = None) -> None:
