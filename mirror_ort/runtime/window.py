@@ -106,14 +106,14 @@ class WindowController:
                            self.overhead_ms)
 
     def best(self, room: int) -> int:
+        """The window that pays most within ``room`` (asked, not recorded)."""
         limit = min(self.max_gamma, room)
         return best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
                            self.overhead_ms) if limit > 0 else 0
 
     def pays(self, gamma: int) -> bool:
         """Would a window of ``gamma`` beat the best shorter one? (Asked, not recorded as a choice.)"""
-        return best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, gamma,
-                           self.overhead_ms) == gamma
+        return self.best(gamma) == gamma
 
     def observe(self, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
                 overhead_ms: float | None = None) -> None:
