@@ -6,11 +6,18 @@ two ways one might write attention instead, on random K/V (9 heads of 64, 2 thre
 
 * plain MatMul/Softmax: row 0 of a two-row call against a one-row call;
 * rows as a batch of one-row products (each row takes the one-row path, with its causal mask):
-  each row of a window against the same token scored alone on its own cache length.
+  each row of a window against the same token scored alone on its own cache length;
+* query heads grouped by the K/V head they share (SmolLM2: 9 query heads on 3 K/V heads, so a
+  lone token is 3 rows of one product per K/V head and never takes the one-row path): each row
+  of a window against the same token scored alone on its own cache length. This one is exact
+  here. Its cost for one token is timed beside GroupQueryAttention's for one row and two; those
+  include copying the cache into the op's present output (no shared buffer here, unlike the
+  exported target), and the plain form's figure has no K/V write at all: an indication, not the
+  answer, of what a target with this attention would cost.
 
     python docs/attention_rows.py
 
-Prints the largest difference per case (0.0 is exact) and the plain form's cost for one row and two.
+Prints the largest difference per case (0.0 is exact) and the costs.
 """
 import time
 
@@ -18,11 +25,12 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-HEADS, HEAD_DIM = 9, 64
+HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64
+GROUP = HEADS // KV_HEADS
 
 
 def attention_session(rows_as_batch: bool) -> ort.InferenceSession:
-    q_shape = ["R", HEADS, 1, HEAD_DIM] if rows_as_batch else [1, HEADS, "S", HEAD_DIM]
+    q_shape = ["R", "H", 1, HEAD_DIM] if rows_as_batch else [1, "H", "S", HEAD_DIM]
     mask_shape = ["R", 1, 1, "T"] if rows_as_batch else [1, 1, "S", "T"]
     graph = helper.make_graph([
         helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
@@ -32,8 +40,8 @@ def attention_session(rows_as_batch: bool) -> ort.InferenceSession:
         helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
         helper.make_node("MatMul", ["probs", "v"], ["out"])], "attention",
         [helper.make_tensor_value_info("q", TensorProto.FLOAT, q_shape),
-         helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, HEADS, "T", HEAD_DIM]),
-         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, HEADS, "T", HEAD_DIM]),
+         helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, "H", "T", HEAD_DIM]),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, "H", "T", HEAD_DIM]),
          helper.make_tensor_value_info("mask", TensorProto.FLOAT, mask_shape)],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
         [helper.make_tensor("scale", TensorProto.FLOAT, [], [HEAD_DIM ** -0.5])])
@@ -77,6 +85,70 @@ def main() -> None:
                                        "mask": np.zeros((1, 1, 1, seen), np.float32)})[0]
             diffs.append(float(np.abs(alone[0] - window[r]).max()))
         print(f"rows as a batch, {rows} rows after {past}: per row max |diff| {[f'{d:.2g}' for d in diffs]}")
+    grouped(plain, rng)
+
+
+def grouped(session: ort.InferenceSession, rng) -> None:
+    """Query rows [token, query head of the group] per K/V head: a window's rows against each token alone."""
+    def rows(q):  # [tokens, KV_HEADS, GROUP, D] -> [1, KV_HEADS, tokens * GROUP, D]
+        return np.ascontiguousarray(q.transpose(1, 0, 2, 3).reshape(1, KV_HEADS, -1, HEAD_DIM))
+    gqa = group_query_attention()
+    for past, count in ((5, 3), (60, 4), (127, 6), (500, 7), (1000, 8)):
+        width = past + count
+        k, v = (rng.standard_normal((1, KV_HEADS, width, HEAD_DIM), dtype=np.float32) for _ in range(2))
+        q = rng.standard_normal((count, KV_HEADS, GROUP, HEAD_DIM), dtype=np.float32)
+        mask = np.zeros((1, 1, count * GROUP, width), np.float32)
+        for r in range(count):
+            mask[0, 0, r * GROUP:(r + 1) * GROUP, past + r + 1:] = -1e9
+        window = session.run(None, {"q": rows(q), "k": k, "v": v, "mask": mask})[0].reshape(KV_HEADS, count, GROUP, -1)
+        worst = 0.0
+        for r in range(count):
+            seen = past + r + 1
+            feeds = {"q": rows(q[r:r + 1]), "k": k[:, :, :seen].copy(), "v": v[:, :, :seen].copy(),
+                     "mask": np.zeros((1, 1, GROUP, seen), np.float32)}
+            alone = session.run(None, feeds)[0].reshape(KV_HEADS, GROUP, -1)
+            worst = max(worst, float(np.abs(alone - window[:, r]).max()))
+        costs = (_cost(lambda: session.run(None, feeds)), gqa(k, v, seen, 1), gqa(k, v, seen, 2))
+        print(f"grouped query heads, {count} rows after {past}: max |diff| {worst:.3g}; one token {costs[0]:.0f} us, "
+              f"GroupQueryAttention one row {costs[1]:.0f} us, two rows {costs[2]:.0f} us")
+
+
+def group_query_attention():
+    """ONNX Runtime's GroupQueryAttention over a cache of ``seen - 1`` positions: the cost of 1 or 2 new rows."""
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total"],
+                            ["out", "present_k", "present_v"], domain="com.microsoft",
+                            num_heads=HEADS, kv_num_heads=KV_HEADS)
+    graph = helper.make_graph([node], "gqa", [
+        helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, "S", HEADS * HEAD_DIM]),
+        helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, "S", KV_HEADS * HEAD_DIM]),
+        helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, "S", KV_HEADS * HEAD_DIM]),
+        helper.make_tensor_value_info("past_k", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM]),
+        helper.make_tensor_value_info("past_v", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM]),
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+        helper.make_tensor_value_info("total", TensorProto.INT32, [])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("out", "present_k", "present_v")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def cost(k, v, seen: int, rows: int) -> float:
+        past = seen - 1
+        new = np.zeros((1, rows, KV_HEADS * HEAD_DIM), np.float32)
+        feeds = {"q": np.zeros((1, rows, HEADS * HEAD_DIM), np.float32), "k": new, "v": new,
+                 "past_k": k[:, :, :past].copy(), "past_v": v[:, :, :past].copy(),
+                 "seqlens_k": np.array([past + rows - 1], np.int32), "total": np.array(past + rows, np.int32)}
+        return _cost(lambda: session.run(None, feeds))
+    return cost
+
+
+def _cost(call, repeats: int = 200) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats * 1e6
 
 
 if __name__ == "__main__":
