@@ -13,7 +13,10 @@ two ways one might write attention instead, on random K/V (9 heads of 64, 2 thre
   here. Its cost for one token is timed beside GroupQueryAttention's for one row and two; those
   include copying the cache into the op's present output (no shared buffer here, unlike the
   exported target), and the plain form's figure has no K/V write at all: an indication, not the
-  answer, of what a target with this attention would cost.
+  answer, of what a target with this attention would cost;
+* the K/V write such a target needs: ONNX's TensorScatter (opset 24) with its output bound to
+  its input's buffer writes the new rows in place (checked, and timed at three capacities: a
+  copy of the cache would grow with it).
 
     python docs/attention_rows.py
 
@@ -86,6 +89,7 @@ def main() -> None:
             diffs.append(float(np.abs(alone[0] - window[r]).max()))
         print(f"rows as a batch, {rows} rows after {past}: per row max |diff| {[f'{d:.2g}' for d in diffs]}")
     grouped(plain, rng)
+    cache_write_in_place()
 
 
 def grouped(session: ort.InferenceSession, rng) -> None:
@@ -141,6 +145,31 @@ def group_query_attention():
                  "seqlens_k": np.array([past + rows - 1], np.int32), "total": np.array(past + rows, np.int32)}
         return _cost(lambda: session.run(None, feeds))
     return cost
+
+
+def cache_write_in_place() -> None:
+    """TensorScatter with past and present bound to one buffer: one new row at position 5."""
+    node = helper.make_node("TensorScatter", ["past", "update", "write_indices"], ["present"], axis=2)
+    graph = helper.make_graph([node], "cache_write", [
+        helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM]),
+        helper.make_tensor_value_info("update", TensorProto.FLOAT, [1, KV_HEADS, "S", HEAD_DIM]),
+        helper.make_tensor_value_info("write_indices", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("present", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+    model.ir_version = 10
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for capacity in (256, 4096, 32768):
+        cache = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, KV_HEADS, capacity, HEAD_DIM), np.float32))
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("past", cache)
+        binding.bind_cpu_input("update", np.ones((1, KV_HEADS, 1, HEAD_DIM), np.float32))
+        binding.bind_cpu_input("write_indices", np.array([5], np.int64))
+        binding.bind_ortvalue_output("present", cache)
+        session.run_with_iobinding(binding)
+        written = cache.numpy()
+        in_place = bool((written[0, :, 5] == 1).all() and written.sum() == KV_HEADS * HEAD_DIM)
+        cost = _cost(lambda: session.run_with_iobinding(binding))
+        print(f"TensorScatter into a {capacity}-position cache: in place {in_place}, {cost:.1f} us per call")
 
 
 def _cost(call, repeats: int = 200) -> float:
