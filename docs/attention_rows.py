@@ -9,8 +9,8 @@ two ways one might write attention instead, on random K/V (9 heads of 64, 2 thre
   each row of a window against the same token scored alone on its own cache length;
 * query heads grouped by the K/V head they share (SmolLM2: 9 query heads on 3 K/V heads, so a
   lone token is 3 rows of one product per K/V head and never takes the one-row path): each row
-  of a window against the same token scored alone on its own cache length. This one is exact
-  here. Its cost for one token is timed beside GroupQueryAttention's for one row and two; those
+  of a window against the same token scored alone on its own cache length, and a token over a
+  cache buffer wider than the positions it sees (the rest masked). This one is exact here. Its cost for one token is timed beside GroupQueryAttention's for one row and two; those
   include copying the cache into the op's present output (no shared buffer here, unlike the
   exported target), and the plain form's figure has no K/V write at all: an indication, not the
   answer, of what a target with this attention would cost;
@@ -115,6 +115,18 @@ def grouped(session: ort.InferenceSession, rng) -> None:
         costs = (_cost(lambda: session.run(None, feeds)), gqa(k, v, seen, 1), gqa(k, v, seen, 2))
         print(f"grouped query heads, {count} rows after {past}: max |diff| {worst:.3g}; one token {costs[0]:.0f} us, "
               f"GroupQueryAttention one row {costs[1]:.0f} us, two rows {costs[2]:.0f} us")
+    worst = 0.0  # a cache buffer wider than the positions used: the columns past them masked
+    for seen in (5, 64, 65, 500, 511, 512, 513, 1000, 1500):
+        for extra in (1, 37, 64, 300, 600):
+            k, v = (rng.standard_normal((1, KV_HEADS, seen + extra, HEAD_DIM), dtype=np.float32) for _ in range(2))
+            q = rows(rng.standard_normal((1, KV_HEADS, GROUP, HEAD_DIM), dtype=np.float32))
+            mask = np.zeros((1, 1, GROUP, seen + extra), np.float32)
+            mask[..., seen:] = -1e9
+            narrow = session.run(None, {"q": q, "k": k[:, :, :seen].copy(), "v": v[:, :, :seen].copy(),
+                                        "mask": mask[..., :seen].copy()})[0]
+            wide = session.run(None, {"q": q, "k": k, "v": v, "mask": mask})[0]
+            worst = max(worst, float(np.abs(narrow - wide).max()))
+    print(f"grouped query heads, a token over 5 to 1,500 positions in a buffer 1 to 600 wider: max |diff| {worst:.3g}")
 
 
 def group_query_attention():
