@@ -2,11 +2,17 @@
 synthetic acceptance streams: a pure function, so no model is needed to test what it decides."""
 
 import random
+from types import SimpleNamespace
 
 import pytest
 
 from mirror_ort.runtime.lookup import PromptLookup
-from mirror_ort.runtime.window import WindowController, best_window, expected_tokens
+from mirror_ort.runtime.window import (
+    WindowController,
+    WindowPlanner,
+    best_window,
+    expected_tokens,
+)
 
 
 def target_ms(rows: int) -> float:
@@ -110,10 +116,6 @@ def test_prompt_lookup_proposes_what_followed_the_longest_latest_match():
 def test_lookup_windows_are_learnt_per_match_length():
     """A 4-gram match that keeps being right earns long windows while 2-gram guesses that are
     wrong are cut to nothing: each match length has its own controller."""
-    from types import SimpleNamespace
-
-    from mirror_ort.runtime.window import WindowPlanner
-
     planner = WindowPlanner("lookup", None, 8, SimpleNamespace(target=target_ms, draft_ms=0.0), 1, follow_timing=False)
     long_match = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3, 4]  # the suffix 1 2 3 4 occurred: 8 tokens follow
     short_match = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, 1, 2]  # only the 2-gram 1 2 occurred
@@ -132,10 +134,6 @@ def test_lookup_windows_are_learnt_per_match_length():
 def test_with_both_sources_the_window_expected_to_pay_more_goes_first():
     """Auto windows with the model draft and lookup: a step with a lookup guess verifies the
     source whose controller expects more tokens per millisecond, whatever the match length."""
-    from types import SimpleNamespace
-
-    from mirror_ort.runtime.window import WindowPlanner
-
     short_match = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20, 21, 1, 2]  # only the 2-gram 1 2 occurred
     for lookup_right in (True, False):
         planner = WindowPlanner("both", None, 8, SimpleNamespace(target=target_ms, draft_ms=DRAFT_MS), 1,
