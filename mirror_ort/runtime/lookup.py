@@ -29,14 +29,14 @@ class PromptLookup:
         if limit <= 0 or len(tokens) < self.min_ngram + 1:
             return [], 0
         seq = np.asarray(tokens)
+        # every match ends with the last token: find its earlier occurrences once, then keep
+        # those preceded by the rest of the n-gram, longest n first
+        ends = np.flatnonzero(seq[:-1] == seq[-1])
         for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
-            pattern = seq[-n:]
-            # windows ending before the suffix itself: starts 0 .. len - n - 1
-            windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)
-            hits = np.flatnonzero((windows == pattern).all(axis=1))
+            hits = ends[ends >= n - 1]
+            for back in range(1, n):
+                hits = hits[seq[hits - back] == seq[-1 - back]]
             if hits.size:
-                start = int(hits[-1]) + n
-                follow = tokens[start:start + limit]
-                if follow:
-                    return follow, n
+                start = int(hits[-1]) + 1
+                return tokens[start:start + limit], n
         return [], 0
