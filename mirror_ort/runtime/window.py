@@ -76,6 +76,7 @@ class WindowController:
     overhead_ms: float = 0.0
     steps: int = 0
     chosen: list[int] = field(default_factory=list)
+    _best: dict = field(default_factory=dict, init=False, repr=False)  # room -> (window, its rate), until the next observation
 
     def __post_init__(self):
         self.accepted = [0.0] * self.max_gamma
@@ -101,15 +102,22 @@ class WindowController:
 
     def best_rate(self, room: int) -> float:
         """The expected tokens per millisecond of the best window within ``room`` (asked, not recorded)."""
-        gamma = self.best(room)
-        return window_rate(self.acceptance, gamma, self.target_ms, self.draft_ms_per_call, self.tokens_per_call,
-                           self.overhead_ms)
+        return self._best_and_rate(room)[1]
 
     def best(self, room: int) -> int:
         """The window that pays most within ``room`` (asked, not recorded)."""
-        limit = min(self.max_gamma, room)
-        return best_window(self.acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
-                           self.overhead_ms) if limit > 0 else 0
+        return self._best_and_rate(room)[0]
+
+    def _best_and_rate(self, room: int) -> tuple[int, float]:
+        """Computed once per step and room: a step may ask before it chooses (``WindowPlanner``)."""
+        limit = max(0, min(self.max_gamma, room))
+        if limit not in self._best:
+            acceptance = self.acceptance
+            gamma = best_window(acceptance, self.target_ms, self.draft_ms_per_call, self.tokens_per_call, limit,
+                                self.overhead_ms) if limit > 0 else 0
+            self._best[limit] = gamma, window_rate(acceptance, gamma, self.target_ms, self.draft_ms_per_call,
+                                                   self.tokens_per_call, self.overhead_ms)
+        return self._best[limit]
 
     def pays(self, gamma: int) -> bool:
         """Would a window of ``gamma`` beat the best shorter one? (Asked, not recorded as a choice.)"""
@@ -118,6 +126,7 @@ class WindowController:
     def observe(self, proposed: int, accepted: int, draft_ms_per_call: float | None = None,
                 overhead_ms: float | None = None) -> None:
         """After verification: positions 0..accepted-1 were accepted, position ``accepted`` (if proposed) was not."""
+        self._best.clear()
         for j in range(min(proposed, accepted + 1)):
             self.trials[j] = DECAY * self.trials[j] + 1
             self.accepted[j] = DECAY * self.accepted[j] + (j < accepted)
