@@ -46,6 +46,10 @@ class Target:
         self.stats = stats
         self._caches = [s.cache for s in (prefix, suffix, fused) if s is not None]
         self.min_rows = 1 if prefix.spec.one_row_exact and suffix.spec.one_row_exact else 1 + FILLER_ROWS
+        # GroupQueryAttention graphs (the BNSH-shared cache) are causal by themselves and read only the
+        # mask's width: they get zeros of that shape, a view of one buffer, instead of a mask per call.
+        self._width_only = all(s.spec.kv_layout == "BNSH-shared" for s in (prefix, suffix, fused) if s is not None)
+        self._zeros = np.zeros(0, dtype=np.float32)
 
     @property
     def length(self) -> int:
@@ -101,7 +105,15 @@ class Target:
     def _padded(self, start: int, tokens: list[int]):
         """The window's ids (a filler row after a lone token where needed, see above), positions, mask."""
         tokens = list(tokens) + [tokens[-1]] * (self.min_rows - len(tokens))
-        return np.array([tokens], dtype=np.int64), (positions(start, len(tokens)), causal_mask(start, len(tokens)))
+        return np.array([tokens], dtype=np.int64), (positions(start, len(tokens)), self._mask(start, len(tokens)))
+
+    def _mask(self, start: int, rows: int) -> np.ndarray:
+        if not self._width_only:
+            return causal_mask(start, rows)
+        size = rows * (start + rows)
+        if self._zeros.size < size:
+            self._zeros = np.zeros(max(size, 2 * self._zeros.size), dtype=np.float32)
+        return self._zeros[:size].reshape(1, 1, rows, start + rows)
 
     def _head(self, session: GraphSession, first, window, rows: int, greedy: bool, last_only: bool, timer: str):
         """Run a graph that ends in the LM head (the suffix, the fused target) over the window: next
