@@ -16,7 +16,9 @@ two ways one might write attention instead, on random K/V (9 heads of 64, 2 thre
   answer, of what a target with this attention would cost;
 * the K/V write such a target needs: ONNX's TensorScatter (opset 24) with its output bound to
   its input's buffer writes the new rows in place (checked, and timed at three capacities: a
-  copy of the cache would grow with it).
+  copy of the cache would grow with it);
+* what the second row costs GroupQueryAttention as the exported target runs it (the whole cache
+  buffer bound as past and present), by context length.
 
     python docs/attention_rows.py
 
@@ -90,6 +92,7 @@ def main() -> None:
         print(f"rows as a batch, {rows} rows after {past}: per row max |diff| {[f'{d:.2g}' for d in diffs]}")
     grouped(plain, rng)
     cache_write_in_place()
+    second_row_in_place()
 
 
 def grouped(session: ort.InferenceSession, rng) -> None:
@@ -157,6 +160,51 @@ def group_query_attention():
                  "seqlens_k": np.array([past + rows - 1], np.int32), "total": np.array(past + rows, np.int32)}
         return _cost(lambda: session.run(None, feeds))
     return cost
+
+
+def second_row_in_place(capacity: int = 2048) -> None:
+    """What the exactness rule's second row costs GroupQueryAttention as the target runs it: packed
+    Q/K/V, the whole cache buffer bound as past and present (written in place), by context length.
+    One row multiplies the probabilities by V as a GEMV; two rows take the GEMM, which first copies
+    V into a packed panel per query head, so the second row's cost grows with the context."""
+    node = helper.make_node("GroupQueryAttention", ["qkv", "", "", "past_k", "past_v", "seqlens_k", "total"],
+                            ["out", "present_k", "present_v"], domain="com.microsoft",
+                            num_heads=HEADS, kv_num_heads=KV_HEADS)
+    graph = helper.make_graph([node], "gqa_shared", [
+        helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, "S", (HEADS + 2 * KV_HEADS) * HEAD_DIM]),
+        helper.make_tensor_value_info("past_k", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
+        helper.make_tensor_value_info("past_v", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+        helper.make_tensor_value_info("total", TensorProto.INT32, [])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("out", "present_k", "present_v")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    cache = {kind: ort.OrtValue.ortvalue_from_numpy(rng.standard_normal((1, KV_HEADS, capacity, HEAD_DIM),
+                                                                        dtype=np.float32)) for kind in ("k", "v")}
+    for total in (150, 400, 700, 1000):
+        bindings = []
+        for rows in (1, 2):
+            binding = session.io_binding()
+            binding.bind_cpu_input("qkv", rng.standard_normal((1, rows, (HEADS + 2 * KV_HEADS) * HEAD_DIM),
+                                                              dtype=np.float32))
+            binding.bind_cpu_input("seqlens_k", np.array([total - 1], np.int32))
+            binding.bind_cpu_input("total", np.array(total, np.int32))
+            for kind in ("k", "v"):
+                binding.bind_ortvalue_input(f"past_{kind}", cache[kind])
+                binding.bind_ortvalue_output(f"present_{kind}", cache[kind])
+            binding.bind_output("out")
+            bindings.append(binding)
+        costs = [[], []]
+        for _ in range(60):  # the two take turns, so a drift of the host falls on both
+            for rows, binding in enumerate(bindings):
+                costs[rows].append(_cost(lambda: session.run_with_iobinding(binding), repeats=20))
+        one, two = (float(np.median(c)) for c in costs)
+        print(f"GroupQueryAttention in place, {total} positions: one row {one:.0f} us, two rows {two:.0f} us "
+              f"(x30 layers: +{(two - one) * 30 / 1000:.2f} ms a step)")
 
 
 def cache_write_in_place() -> None:
