@@ -132,25 +132,35 @@ def grouped(session: ort.InferenceSession, rng) -> None:
     print(f"grouped query heads, a token over 5 to 1,500 positions in a buffer 1 to 600 wider: max |diff| {worst:.3g}")
 
 
+def _cache_inputs(capacity) -> list:
+    """GroupQueryAttention's past K/V (BNSH, ``capacity`` positions) and its two lengths."""
+    return [helper.make_tensor_value_info("past_k", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
+            helper.make_tensor_value_info("past_v", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
+            helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+            helper.make_tensor_value_info("total", TensorProto.INT32, [])]
+
+
+def _gqa_session(node, inputs: list) -> ort.InferenceSession:
+    """A session of the one GroupQueryAttention ``node`` over ``inputs``, 2 threads."""
+    graph = helper.make_graph([node], "gqa", inputs,
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in node.output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def group_query_attention():
     """ONNX Runtime's GroupQueryAttention over a cache of ``seen - 1`` positions: the cost of 1 or 2 new rows."""
     node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total"],
                             ["out", "present_k", "present_v"], domain="com.microsoft",
                             num_heads=HEADS, kv_num_heads=KV_HEADS)
-    graph = helper.make_graph([node], "gqa", [
+    session = _gqa_session(node, [
         helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, "S", HEADS * HEAD_DIM]),
         helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, "S", KV_HEADS * HEAD_DIM]),
         helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, "S", KV_HEADS * HEAD_DIM]),
-        helper.make_tensor_value_info("past_k", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM]),
-        helper.make_tensor_value_info("past_v", TensorProto.FLOAT, [1, KV_HEADS, "C", HEAD_DIM]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-        helper.make_tensor_value_info("total", TensorProto.INT32, [])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("out", "present_k", "present_v")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        *_cache_inputs("C")])
 
     def cost(k, v, seen: int, rows: int) -> float:
         past = seen - 1
@@ -170,18 +180,9 @@ def second_row_in_place(capacity: int = 2048) -> None:
     node = helper.make_node("GroupQueryAttention", ["qkv", "", "", "past_k", "past_v", "seqlens_k", "total"],
                             ["out", "present_k", "present_v"], domain="com.microsoft",
                             num_heads=HEADS, kv_num_heads=KV_HEADS)
-    graph = helper.make_graph([node], "gqa_shared", [
+    session = _gqa_session(node, [
         helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, "S", (HEADS + 2 * KV_HEADS) * HEAD_DIM]),
-        helper.make_tensor_value_info("past_k", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
-        helper.make_tensor_value_info("past_v", TensorProto.FLOAT, [1, KV_HEADS, capacity, HEAD_DIM]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-        helper.make_tensor_value_info("total", TensorProto.INT32, [])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("out", "present_k", "present_v")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        *_cache_inputs(capacity)])
     rng = np.random.default_rng(1)
     cache = {kind: ort.OrtValue.ortvalue_from_numpy(rng.standard_normal((1, KV_HEADS, capacity, HEAD_DIM),
                                                                         dtype=np.float32)) for kind in ("k", "v")}
