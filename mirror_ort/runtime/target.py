@@ -48,7 +48,7 @@ class Target:
         self.min_rows = 1 if prefix.spec.one_row_exact and suffix.spec.one_row_exact else 1 + FILLER_ROWS
         # GroupQueryAttention graphs (the BNSH-shared cache) are causal by themselves and read only the
         # mask's width: they get zeros of that shape, a view of one buffer, instead of a mask per call.
-        self._width_only = all(s.spec.kv_layout == "BNSH-shared" for s in (prefix, suffix, fused) if s is not None)
+        self._width_only = all(s.shared_cache for s in (prefix, suffix, fused) if s is not None)
         self._zeros = np.zeros(0, dtype=np.float32)
 
     @property
