@@ -36,8 +36,15 @@ KV_CACHE_LAYOUT = {
         "past": "past.{layer}.key|value: [batch, past, kv_heads, head_dim], positions 0..past-1",
         "present": "present.{layer}.key|value: [batch, seq, kv_heads, head_dim], the new positions only",
     },
-    "BNSH-shared": {
+    "BSND-shared": {
         "graphs": "the target's prefix and suffix",
+        "past": "past.{layer}.key|value: [width, 1, kv_heads, head_dim], the first W >= total positions of the "
+                "cache, valid positions 0..total-seq-1",
+        "present": "present.{layer}.key|value: the same buffer as the past; the graph writes the new positions "
+                   "at their position_ids in place",
+    },
+    "BNSH-shared": {
+        "graphs": "the target's prefix and suffix where layers slide (GroupQueryAttention)",
         "past": "past.{layer}.key|value: [batch, kv_heads, capacity, head_dim], valid positions 0..total-seq-1",
         "present": "present.{layer}.key|value: the same buffer as the past; the graph writes the new "
                    "positions total-seq..total-1 in place",
@@ -46,7 +53,7 @@ KV_CACHE_LAYOUT = {
                       "BNSH-shared graphs are causal and read only its width",
     "mask_value": -1e9,
 }
-KV_LAYOUTS = ("BSND", "BNSH-shared")
+KV_LAYOUTS = ("BSND", "BSND-shared", "BNSH-shared")
 # Logical I/O names the runtime uses -> the graph's own names (genai_config's "inputs"/"outputs" idea).
 # The first entry of each role is the graph's first input (token ids, or the prefix's hidden state).
 GRAPH_NAMES = {

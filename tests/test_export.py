@@ -137,15 +137,18 @@ def test_static_draft_of_a_sliding_family(tmp_path, family_bundle):
 
 
 def test_target_graphs_attend_in_place_on_a_shared_cache(bundle_layers):
-    """The target's graphs run GroupQueryAttention on BNSH buffers bound once; a rollback is a
-    length: rescoring after one gives what scoring the kept tokens afresh gives."""
+    """The fp32 target's graphs attend with grouped products over the cache's first positions, bound
+    in place (export/grouped_attention.py); a rollback is a length: rescoring after one gives what
+    scoring the kept tokens afresh gives."""
     import onnx
 
     bundle = Bundle.load(bundle_layers)
-    assert bundle.graph("prefix").kv_layout == bundle.graph("suffix").kv_layout == "BNSH-shared"
+    assert bundle.graph("prefix").kv_layout == bundle.graph("suffix").kv_layout == "BSND-shared"
+    assert bundle.graph("prefix").one_row_exact and bundle.graph("suffix").one_row_exact
     assert bundle.graph("draft").kv_layout == "BSND"  # its tree levels need tree masks
     ops = {n.op_type for n in onnx.load(str(bundle.graph("suffix").path)).graph.node}
-    assert "GroupQueryAttention" in ops and "Attention" not in ops and "Concat" not in ops
+    assert {"ScatterND", "FusedMatMul", "Softmax"} <= ops
+    assert not ops & {"GroupQueryAttention", "Attention", "Concat", "Slice"}  # nothing copies the cache
     ids = np.random.default_rng(4).integers(0, bundle.vocab_size, 20)
 
     def score(session_pair, start, tokens):
@@ -381,3 +384,86 @@ def test_quantized_export_validates_and_stays_lossless_between_methods(tmp_path,
         want = pipe.generate(prompt, method="ar", max_new_tokens=20).token_ids
         for method in ("sd", "mirror"):
             assert pipe.generate(prompt, method=method, max_new_tokens=20, gamma=5).token_ids == want
+
+
+def _attention_layer(heads: int, kv_heads: int, head_dim: int, capacity: int):
+    """One GroupQueryAttention node as the target's graphs have it (packed Q/K/V, rotary inside,
+    the BNSH cache in place, lengths from the mask), alone in an opset-23 model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(heads)
+    tables = [numpy_helper.from_array(rng.uniform(-1, 1, (capacity, head_dim // 2)).astype(np.float32), name)
+              for name in ("cos", "sin")]
+    nodes = [helper.make_node("Shape", ["attention_mask"], ["total64"], start=3, end=4),
+             helper.make_node("Cast", ["total64"], ["total1"], to=TensorProto.INT32),
+             helper.make_node("Squeeze", ["total1"], ["total"]),
+             helper.make_node("Sub", ["total1", "one"], ["seqlens"]),
+             helper.make_node("GroupQueryAttention", ["qkv", "", "", "past.0.key", "past.0.value", "seqlens", "total",
+                                                      "cos", "sin"], ["out", "present.0.key", "present.0.value"],
+                              domain="com.microsoft", num_heads=heads, kv_num_heads=kv_heads, scale=head_dim ** -0.5,
+                              do_rotary=1)]
+    v = helper.make_tensor_value_info
+    cache = [1, kv_heads, capacity, head_dim]
+    graph = helper.make_graph(
+        nodes, "layer",
+        [v("qkv", TensorProto.FLOAT, [1, "seq", (heads + 2 * kv_heads) * head_dim]),
+         v("position_ids", TensorProto.INT64, [1, "seq"]), v("attention_mask", TensorProto.FLOAT, [1, 1, "seq", "total"]),
+         v("past.0.key", TensorProto.FLOAT, cache), v("past.0.value", TensorProto.FLOAT, cache)],
+        [v("out", TensorProto.FLOAT, None), v("present.0.key", TensorProto.FLOAT, None),
+         v("present.0.value", TensorProto.FLOAT, None)],
+        [*tables, numpy_helper.from_array(np.array([1], np.int32), "one")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (9, 3), (8, 2), (4, 4)])
+def test_grouped_attention_is_exact_at_every_width(heads, kv_heads):
+    """export/grouped_attention.py: the rewritten layer attends as GroupQueryAttention does, and each
+    row of a window is bit for bit the same token scored alone, whatever the bound widths."""
+    import onnxruntime as ort
+
+    from mirror_ort.export import grouped_attention
+
+    head_dim, capacity = 16, 160
+    model = _attention_layer(heads, kv_heads, head_dim, capacity)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert grouped_attention.rewrite(model, head_dim, "position_ids", "attention_mask")
+    assert "GroupQueryAttention" not in {n.op_type for n in model.graph.node}
+    grouped = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(kv_heads)
+    packed = (heads + 2 * kv_heads) * head_dim
+
+    def run(cache, qkv, start, width):
+        """One call over the first ``width`` positions of a [capacity, kv_heads, D] cache, in place."""
+        binding = grouped.io_binding()
+        binding.bind_output("out")  # first: copy_outputs_to_cpu()[0]
+        feeds = [qkv, positions(start, qkv.shape[1]), causal_mask(start, qkv.shape[1])]
+        for name, array in zip(("qkv", "position_ids", "attention_mask"), feeds):
+            binding.bind_cpu_input(name, array)
+        for kind, name in enumerate(("key", "value")):
+            view = cache[kind, :width].reshape(width, 1, kv_heads, head_dim)
+            binding.bind_input(f"past.0.{name}", "cpu", 0, np.float32, view.shape, view.ctypes.data)
+            binding.bind_output(f"present.0.{name}", "cpu", 0, np.float32, view.shape, view.ctypes.data)
+        grouped.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0][0]
+
+    for past, rows in ((0, 5), (13, 3), (40, 8), (100, 6)):
+        history = rng.standard_normal((2, past, kv_heads, head_dim)).astype(np.float32)
+        qkv = rng.standard_normal((1, rows, packed)).astype(np.float32)
+        window_cache = np.zeros((2, capacity, kv_heads, head_dim), np.float32)
+        window_cache[:, :past] = history
+        window = run(window_cache, qkv, past, int(rng.integers(past + rows, capacity + 1)))
+        alone_cache = np.full((2, capacity, kv_heads, head_dim), 3.0, np.float32)  # stale rows past the length
+        alone_cache[:, :past] = history
+        for r in range(rows):
+            width = int(rng.integers(past + r + 1, capacity + 1))
+            np.testing.assert_array_equal(run(alone_cache, qkv[:, r:r + 1], past + r, width)[0], window[r])
+        np.testing.assert_array_equal(alone_cache[:, :past + rows], window_cache[:, :past + rows])
+        bnsh = np.zeros((2, 1, kv_heads, capacity, head_dim), np.float32)
+        bnsh[:, 0, :, :past] = history.transpose(0, 2, 1, 3)
+        mask = causal_mask(past, rows)
+        want = reference.run(["out"], {"qkv": qkv, "position_ids": positions(past, rows), "attention_mask": mask,
+                                       "past.0.key": bnsh[0], "past.0.value": bnsh[1]})[0][0]
+        np.testing.assert_allclose(window, want, rtol=1e-4, atol=1e-5)

@@ -32,20 +32,24 @@ def _ar(pipe, prompt, **kw):
 
 @pytest.fixture(scope="module")
 def exactness_bundles(tmp_path_factory, target_dir, bundle_layers, tokenizer):
-    """The target's two layouts (GroupQueryAttention on a shared cache; BSND, head size 8) at fp32 and int4."""
+    """The target's three layouts at fp32 and int4: grouped attention on a positions-major cache
+    (fp32; also with 4 query heads per K/V head, where Q's heads are regrouped), GroupQueryAttention
+    with a padded query on a BNSH cache (int4), BSND (head size 8, either precision)."""
     from conftest import export
     from tiny_models import build_tiny_model
 
     out = tmp_path_factory.mktemp("exact")
     narrow = build_tiny_model(out / "narrow", "llama", layers=4, hidden=32, heads=4, kv_heads=2, tokenizer=tokenizer)
-    return {("BNSH-shared", "fp32"): bundle_layers,
+    groups = build_tiny_model(out / "groups", "llama", layers=4, hidden=128, heads=8, kv_heads=2, tokenizer=tokenizer)
+    return {("BSND-shared", "fp32"): bundle_layers,
+            ("BSND-shared", "fp32, groups of 4"): export(groups, out / "groups4", draft=None, validate=False).path,
             ("BNSH-shared", "int4"): export(target_dir, out / "int4", draft=None, precision="int4", validate=False).path,
             ("BSND", "fp32"): export(narrow, out / "bsnd", draft=None, validate=False).path,
             ("BSND", "int4"): export(narrow, out / "bsnd4", draft=None, precision="int4", validate=False).path}
 
 
-@pytest.mark.parametrize("layout, precision", [("BNSH-shared", "fp32"), ("BNSH-shared", "int4"),
-                                               ("BSND", "fp32"), ("BSND", "int4")])
+@pytest.mark.parametrize("layout, precision", [("BSND-shared", "fp32"), ("BSND-shared", "fp32, groups of 4"),
+                                               ("BNSH-shared", "int4"), ("BSND", "fp32"), ("BSND", "int4")])
 def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, layout, precision):
     """Bit for bit: what target-only decoding computes for each token is what every verification
     window computes for it (runtime/target.py; one-row calls differed in the last bits)."""
@@ -56,8 +60,8 @@ def test_a_token_scored_alone_equals_it_scored_in_a_window(exactness_bundles, la
     assert pipe.bundle.graph("prefix").kv_layout == layout
     assert pipe.fused is not None  # dynamic halves: target-only steps run the fused target
     target = pipe.target(Stats())
-    # quantized GroupQueryAttention graphs pad their own query rows: a lone token is scored as one row
-    assert target.min_rows == (1 if (layout, precision) == ("BNSH-shared", "int4") else 2)
+    # the target's own graphs keep a lone token exact (grouped attention, a padded query): one row
+    assert target.min_rows == (2 if layout == "BSND" else 1)
     ids = [int(i) for i in np.random.default_rng(0).integers(3, 384, 40)]
     # windows of 7, 1, 5, 3, 2, 6 tokens, through the fused target and through prefix + suffix
     alone, windows, split = scored_alone_and_in_windows(target, ids, prompt=16)

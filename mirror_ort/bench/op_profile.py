@@ -25,6 +25,14 @@ from ..errors import MirrorError
 ATTENTION_OPS = ("GroupQueryAttention", "Attention", "MultiHeadAttention")
 
 
+def _is_attention(node) -> bool:
+    """An attention op, or the grouped attention's Q.K^T product (export/grouped_attention.py): one a layer."""
+    if node.op_type in ATTENTION_OPS:
+        return True
+    return node.op_type == "FusedMatMul" and any(a.name == "transBatchB" and a.i for a in node.attribute) and any(
+        a.name == "transB" and a.i for a in node.attribute)
+
+
 def _profile_events(path: Path) -> list[dict]:
     events = json.loads(Path(path).read_text())
     return [e for e in events if e.get("ph") == "X"]
@@ -38,9 +46,9 @@ def _layer_of_nodes(model: Path | str | bytes) -> dict[str, str]:
     graph = (onnx.load_from_string(model) if isinstance(model, bytes)
              else onnx.load(str(model), load_external_data=False)).graph
     layer, names, seen = -1, {}, 0
-    attention = sum(n.op_type in ATTENTION_OPS for n in graph.node)
+    attention = sum(_is_attention(n) for n in graph.node)
     for node in graph.node:
-        if node.op_type in ATTENTION_OPS:
+        if _is_attention(node):
             layer += 1
             seen += 1
         names[node.name] = "embed" if layer < 0 else f"layer {layer}"

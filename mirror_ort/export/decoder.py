@@ -18,8 +18,10 @@ inside and a shared BNSH cache (``past.{i}.key`` and ``present.{i}.key`` are the
 [batch, kv_heads, capacity, head_dim] buffer; the op writes the new positions in place
 after the first ``total - seq``). The target only ever scores causal windows, so the
 mask's width (``total``) is all the op needs from it; positions follow from the length.
-A quantized target's query rows are padded by one inside the graph (``PADDED_QUERY_ROWS``),
-so a lone token costs one row everywhere else and still computes the bits a window would.
+The exporter then rewrites each of those nodes into grouped attention over a positions-major
+cache (export/grouped_attention.py), on which a lone token computes the bits a window would.
+Where it cannot (sliding-window layers), a quantized target's query rows are padded by one
+inside the graph (``PADDED_QUERY_ROWS``) for the same bits.
 The draft keeps BSND and explicit masks: its tree levels need tree masks.
 
 Sliding-window layers (Mistral, Phi-3, Qwen with ``use_sliding_window``, Gemma 3's local
@@ -46,12 +48,17 @@ from .architectures import ArchSpec, layer_windows
 MASKED = -1e9  # the runtime's additive mask value (runtime/masks.py)
 # GroupQueryAttention's CPU kernel takes a GEMV path for a single query row, whose last bits differ
 # from the same row scored inside a window; every other op of the target computes a row alike
-# whatever the row count. So a quantized target's attention scores one zero row more than it is
-# given, and a token scored alone is bit for bit the token scored in a window (``one_row_exact``):
-# its int8-activation MatMuls cost per row (one row instead of two: 6% less decoding time per token
-# at int4 over 26 SpecBench prompts).
-# At fp32 a MatMul costs the same for one row or two and the pad's two ops per layer cost more
-# than the row saves, so fp32 graphs leave the filler row to the runtime (runtime/target.py).
+# whatever the row count. How a target's graphs keep a lone token exact, by precision (measured,
+# docs/profile-fp32.md):
+# * fp32: the attention rewritten as grouped products over a positions-major cache
+#   (export/grouped_attention.py): a lone token is one row in every op. Against the filler row
+#   it replaces, 9% less time per decode step after 128 positions, 2% after 300.
+# * int8, int4: GroupQueryAttention scores one zero query row more than it is given
+#   (``PADDED_QUERY_ROWS``): its int8-activation MatMuls cost per row, so one row instead of two
+#   everywhere else (6% less time per token than the filler row at int4). The grouped rewrite's
+#   ten small ops per layer cost int4's faster step 3% more than the padded row at 128 positions.
+# * otherwise (fp16; sliding-window layers at fp32): the runtime's filler row (runtime/target.py).
+GROUPED_ATTENTION_PRECISIONS = ("fp32",)
 PADDED_QUERY_ROWS = 1
 PAD_QUERY_PRECISIONS = ("int8", "int4")
 
@@ -94,7 +101,7 @@ class DecoderSpan(nn.Module):
     fused = True  # export with opset-23 RMSNormalization / RotaryEmbedding / Attention
 
     def __init__(self, hf_model, start: int, end: int, spec: ArchSpec, shared_cache: bool = False,
-                 pad_query_rows: bool = False):
+                 precision: str = "fp32"):
         super().__init__()
         cfg = hf_model.config
         self.start, self.end = start, end
@@ -108,7 +115,11 @@ class DecoderSpan(nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         # ONNX Runtime's GroupQueryAttention takes head sizes in multiples of 16; others keep BSND.
         self.shared_cache = shared_cache and self.head_dim % 16 == 0
-        self.padded_rows = PADDED_QUERY_ROWS if self.shared_cache and pad_query_rows else 0  # see PADDED_QUERY_ROWS
+        # a lone token exact by precision (see GROUPED_ATTENTION_PRECISIONS): the exporter rewrites the
+        # GroupQueryAttention nodes where no layer slides, or the graph pads its query rows
+        self.grouped_attention = (self.shared_cache and precision in GROUPED_ATTENTION_PRECISIONS
+                                  and all(w is None for w in self.windows))
+        self.padded_rows = PADDED_QUERY_ROWS if self.shared_cache and precision in PAD_QUERY_PRECISIONS else 0
         if self.shared_cache:
             self._prepare_gqa(cfg)
 

@@ -21,8 +21,8 @@ from ..bundle import KV_CACHE_LAYOUT, MANIFEST, SCHEMA_VERSION, Bundle, Manifest
 from ..errors import MirrorError
 from ..generation import GenerationConfig
 from ..output_dir import claim_output
+from . import grouped_attention
 from .architectures import arch_spec
-from .decoder import PAD_QUERY_PRECISIONS
 from .draft_source import draft_module, resolve_draft
 from .onnx_graph import export_graph, graph_io
 from .qdq import quantize_draft_qdq
@@ -97,10 +97,11 @@ def export_bundle(model: str | None, output, options: ExportOptions = ExportOpti
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         graphs = {}
-        pad = options.precision in PAD_QUERY_PRECISIONS  # a one-row call exact in-graph (export/decoder.py)
-        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, pad_query_rows=pad, exit_vocab=exit_vocab)
+        # the target's graphs keep a lone token exact as suits the precision (export/decoder.py)
+        prefix = Prefix(source.model, exit_layer, options.kappa, spec, adapter, precision=options.precision,
+                        exit_vocab=exit_vocab)
         for role, module, layers in (("prefix", prefix, (0, exit_layer)),
-                                     ("suffix", Suffix(source.model, exit_layer, spec, pad_query_rows=pad),
+                                     ("suffix", Suffix(source.model, exit_layer, spec, precision=options.precision),
                                       (exit_layer, n)),
                                      ("draft", draft, None)):
             if module is None:
@@ -227,9 +228,23 @@ def _export_role(role, module, layers, directory: Path, hidden_size: int, facts:
     export_graph(module, (first, positions, mask, head_rows, *past),
                  [first_name, "position_ids", "attention_mask", "head_rows", *kv],
                  outputs + presents, dynamic, path)
+    grouped = module.span.grouped_attention and _grouped_attention(path, head_dim)
+    layout = "BSND-shared" if grouped else "BNSH-shared" if shared else "BSND"
     return {"file": path.name, "layers": list(layers), "num_kv_heads": cfg_heads, "head_dim": head_dim,
-            "kv_layout": "BNSH-shared" if shared else "BSND", "one_row_exact": bool(module.span.padded_rows), **graph_io(path),
+            "kv_layout": layout, "one_row_exact": grouped or bool(module.span.padded_rows), **graph_io(path),
             "static": None, **facts}
+
+
+def _grouped_attention(path: Path, head_dim: int) -> bool:
+    """Rewrite the graph's GroupQueryAttention nodes (export/grouped_attention.py); weights in an
+    external file stay where they are."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if not grouped_attention.rewrite(model, head_dim, "position_ids", "attention_mask"):
+        return False
+    onnx.save(model, str(path))
+    return True
 
 
 def _manifest(source: Source, spec, early_exit: dict, graphs: dict, directory: Path) -> dict:

@@ -35,10 +35,10 @@ class Prefix(nn.Module):
     log-probs are then renormalised over them."""
 
     def __init__(self, hf_model, exit_layer: int, kappa: int, spec, adapter: nn.Module | None = None,
-                 pad_query_rows: bool = False, exit_vocab: torch.Tensor | None = None):
+                 precision: str = "fp32", exit_vocab: torch.Tensor | None = None):
         super().__init__()
         self.embed = hf_model.model.embed_tokens
-        self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True, pad_query_rows=pad_query_rows)
+        self.span = DecoderSpan(hf_model, 0, exit_layer, spec, shared_cache=True, precision=precision)
         self.head = Head(hf_model, spec) if exit_vocab is None else ExitHead(hf_model, spec, exit_vocab)
         self.kappa = kappa
         self.adapter = adapter
@@ -69,10 +69,10 @@ class ExitHead(Head):
 
 
 class Suffix(nn.Module):
-    def __init__(self, hf_model, exit_layer: int, spec, pad_query_rows: bool = False):
+    def __init__(self, hf_model, exit_layer: int, spec, precision: str = "fp32"):
         super().__init__()
         self.span = DecoderSpan(hf_model, exit_layer, hf_model.config.num_hidden_layers, spec, shared_cache=True,
-                                pad_query_rows=pad_query_rows)
+                                precision=precision)
         self.head = Head(hf_model, spec)
 
     def forward(self, hidden, position_ids, attention_mask, head_rows, *past):

@@ -5,9 +5,13 @@ One float32 buffer per graph, in the graph's layout (``kv_layout`` in the manife
 * ``BSND`` (the draft): [layers, 2, capacity, kv_heads, head_dim]. With batch 1 the first
   ``length`` positions of a layer's key (or value) are one contiguous block, so the graph
   reads its past straight from the buffer and writes the new positions straight after it.
-* ``BNSH-shared`` (the target): [layers, 2, 1, kv_heads, capacity, head_dim]. Each layer's
-  key (or value) is bound once, whole, as both past and present; GroupQueryAttention
-  writes the new positions in place after the valid ones.
+* ``BSND-shared`` (the target, export/grouped_attention.py): the draft's buffer, but each
+  layer's first W positions (W a little past the length, see GraphSession) are bound as
+  [W, 1, kv_heads, head_dim], as both past and present; the graph writes the new positions
+  in place at their indices and reads the rest where it lies.
+* ``BNSH-shared`` (targets that keep GroupQueryAttention): [layers, 2, 1, kv_heads, capacity,
+  head_dim]. Each layer's key (or value) is bound once, whole, as both past and present;
+  GroupQueryAttention writes the new positions in place after the valid ones.
 
 Either way: no concatenation, no copy of the cache, and rollback is bookkeeping.
 """
@@ -18,7 +22,7 @@ import numpy as np
 class KVCache:
     def __init__(self, num_layers: int, capacity: int, num_kv_heads: int, head_dim: int, layout: str = "BSND"):
         self.capacity = capacity
-        shape = (capacity, num_kv_heads, head_dim) if layout == "BSND" else (1, num_kv_heads, capacity, head_dim)
+        shape = (1, num_kv_heads, capacity, head_dim) if layout == "BNSH-shared" else (capacity, num_kv_heads, head_dim)
         self.buffer = np.zeros((num_layers, 2) + shape, dtype=np.float32)
         self.length = 0  # positions [0, length) hold valid K/V
 
@@ -32,6 +36,11 @@ class KVCache:
     def rows(self, layer: int, kind: int, start: int, stop: int) -> np.ndarray:
         """A contiguous [1, stop - start, H, D] view of one layer's keys (kind 0) or values (1) (BSND)."""
         return self.buffer[layer, kind, start:stop][None]
+
+    def first(self, layer: int, kind: int, width: int) -> np.ndarray:
+        """One layer's first ``width`` positions of keys (kind 0) or values (1) as [width, 1, H, D] (BSND-shared)."""
+        block = self.buffer[layer, kind, :width]
+        return block.reshape(width, 1, *block.shape[1:])
 
     def whole(self, layer: int, kind: int) -> np.ndarray:
         """One layer's whole [1, H, capacity, D] key (kind 0) or value (1) buffer (BNSH-shared)."""

@@ -8,6 +8,10 @@ from ..errors import MirrorError
 from .kv_cache import KVCache
 from .masks import MASKED
 
+# A BSND-shared graph attends over the W positions bound (the positions past the sequence masked):
+# W grows in steps of this many, so that a decoding step rarely rebinds and rarely reads far past
+# the sequence; it shrinks again when a sequence restarts shorter.
+WIDTH_STEP = 32
 _NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -16,9 +20,11 @@ class GraphSession:
 
     ``run`` binds the cache's first ``past`` positions as the past K/V, binds the
     present K/V outputs to the positions right after, and the other outputs to
-    reusable buffers; a BNSH-shared graph (the target's) instead gets the whole cache
-    buffer once, as past and present, and appends in place. The caller decides what
-    the new length is (``cache.length``): a window can be scored, then partly kept.
+    reusable buffers. The target's graphs write in place instead, the same memory bound as
+    past and present: a BSND-shared graph gets the first W positions of each buffer, W
+    rebound only when the sequence outgrows it (``WIDTH_STEP``), a BNSH-shared graph the
+    whole buffer once. The caller decides what the new length is (``cache.length``): a
+    window can be scored, then partly kept.
 
     A static-shape graph (``spec.static``, exported with ``--static`` for NPUs) takes a fixed
     window W over the whole K/V capacity C: ``run`` pads to W (or goes in chunks of W), and its
@@ -36,8 +42,10 @@ class GraphSession:
         # ``cache``: memory another session shares (the fused target's halves, runtime/fused.py)
         self.cache = cache or KVCache(spec.layers[1] - spec.layers[0], rows, spec.num_kv_heads, spec.head_dim,
                                       spec.kv_layout)
-        self.shared_cache = spec.kv_layout == "BNSH-shared"
-        self._cache_bound = False
+        self.in_place = spec.kv_layout in ("BNSH-shared", "BSND-shared")
+        # GroupQueryAttention (BNSH-shared) is causal by itself and reads only the mask's width
+        self.mask_width_only = spec.kv_layout == "BNSH-shared"
+        self._bound_width = 0
         self._static_inputs: dict[str, np.ndarray] | None = None
         self._provider = _provider(session)
         self.binding = session.io_binding()
@@ -82,8 +90,8 @@ class GraphSession:
             raise MirrorError(f"sequence of {past + seq} positions exceeds the cache capacity {self.capacity}: {fix}")
         if self.static:
             return self._run_static(first, position_ids, attention_mask, head_rows, past, outputs)
-        if self.shared_cache:
-            return self._run_shared(first, position_ids, attention_mask, rows, past, outputs)
+        if self.in_place:
+            return self._run_in_place(first, position_ids, attention_mask, rows, past, outputs)
         self.binding.clear_binding_outputs()  # bind exactly this call's outputs
         self._bind_window(first, position_ids, attention_mask, rows)
         for layer, kind, past_name, present_name in self.kv_slots:
@@ -94,25 +102,37 @@ class GraphSession:
         self.cache.length = past + seq
         return result
 
-    def _run_shared(self, first, position_ids, attention_mask, rows, past: int, outputs) -> dict[str, np.ndarray]:
-        """A BNSH-shared graph: the cache is bound once, whole, as past and present; per call only
-        the window's inputs and the small outputs are bound. The mask's width tells the graph
-        where the new positions go."""
+    def _run_in_place(self, first, position_ids, attention_mask, rows, past: int, outputs) -> dict[str, np.ndarray]:
+        """A graph that writes the cache in place: the cache is bound as past and present at once
+        (rebound only when its width changes); per call only the window's inputs and the small
+        outputs are bound."""
         seq = position_ids.shape[1]
         if attention_mask.shape[-1] != past + seq:
             raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
-        if not self._cache_bound:
-            for layer, kind, past_name, present_name in self.kv_slots:
-                whole = self.cache.whole(layer, kind)
-                self._bind_input(past_name, whole)
-                self._bind_output(present_name, whole)
-            self._cache_bound = True
+        self._bind_cache(past + seq)
         self._bind_window(first, position_ids, attention_mask, rows)
         # every output bound: none is allocated per call
         result = {name: self._bind_output(name, self._output_buffer(name, len(rows), seq)) for name in self._outputs}
         self.session.run_with_iobinding(self.binding)
         self.cache.length = past + seq
         return {name: result[name] for name in outputs}
+
+    def _bind_cache(self, total: int) -> None:
+        """Bind the cache where a window ending at ``total`` positions reads and writes it: BNSH-shared,
+        each buffer whole, once; BSND-shared, each buffer's first W >= ``total`` positions."""
+        if self.mask_width_only:
+            width = self.capacity
+        elif self._bound_width < total or self._bound_width >= total + 2 * WIDTH_STEP:
+            width = min(self.capacity, -(-total // WIDTH_STEP) * WIDTH_STEP)
+        else:
+            return
+        if width == self._bound_width:
+            return
+        for layer, kind, past_name, present_name in self.kv_slots:
+            view = self.cache.whole(layer, kind) if self.mask_width_only else self.cache.first(layer, kind, width)
+            self._bind_input(past_name, view)
+            self._bind_output(present_name, view)
+        self._bound_width = width
 
     def _run_static(self, first, position_ids, attention_mask, head_rows, past: int, outputs) -> dict[str, np.ndarray]:
         """Run S new positions through a graph fixed at W new positions on a C-row cache.

@@ -7,11 +7,12 @@ Target-only decoding and every verification window must compute each row bit for
 alike, at every precision (tests/test_runtime.py checks it). ONNX Runtime's CPU kernels take
 another path for a single row in attention (a GEMV instead of the GEMM), so a token scored
 alone would differ in its last bits from the same token scored inside a window: enough, once
-int4 graphs round activations to int8, to change the output. Quantized graphs pad their
-attention by one query row themselves (``one_row_exact``), so a lone token costs one row.
-For fp32 graphs (and older bundles) a one-token call gets a filler row after it, and a lone
-head row is asked for twice. Either way the extra K/V land past the cache length and the
-next call overwrites them.
+int4 graphs round activations to int8, to change the output. The exported graphs mostly
+see to it themselves (``one_row_exact``): fp32 graphs attend with grouped products on which a
+lone token is several rows (export/grouped_attention.py), quantized graphs pad their attention
+by one query row; a lone token then costs one row everywhere else. For the rest (fp16, layers
+that slide, older bundles) a one-token call gets a filler row after it, and a lone head row is
+asked for twice. The extra K/V land past the cache length and the next call overwrites them.
 """
 
 from dataclasses import dataclass
@@ -46,9 +47,10 @@ class Target:
         self.stats = stats
         self._caches = [s.cache for s in (prefix, suffix, fused) if s is not None]
         self.min_rows = 1 if prefix.spec.one_row_exact and suffix.spec.one_row_exact else 1 + FILLER_ROWS
-        # GroupQueryAttention graphs (the BNSH-shared cache) are causal by themselves and read only the
-        # mask's width: they get zeros of that shape, a view of one buffer, instead of a mask per call.
-        self._width_only = all(s.shared_cache for s in (prefix, suffix, fused) if s is not None)
+        # A lone token sees every position, and GroupQueryAttention graphs (the BNSH-shared cache) are
+        # causal by themselves and read only the mask's width: those get zeros of the mask's shape,
+        # a view of one buffer, instead of a mask built per call.
+        self._width_only = all(s.mask_width_only for s in (prefix, suffix, fused) if s is not None)
         self._zeros = np.zeros(0, dtype=np.float32)
 
     @property
@@ -108,7 +110,7 @@ class Target:
         return np.array([tokens], dtype=np.int64), (positions(start, len(tokens)), self._mask(start, len(tokens)))
 
     def _mask(self, start: int, rows: int) -> np.ndarray:
-        if not self._width_only:
+        if rows > 1 and not self._width_only:
             return causal_mask(start, rows)
         size = rows * (start + rows)
         if self._zeros.size < size:
