@@ -54,11 +54,12 @@ def layer(padded: bool) -> onnx.ModelProto:
                                                       "cos", "sin"], [out, "present.0.key", "present.0.value"],
                               domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, scale=HEAD_DIM ** -0.5,
                               do_rotary=1)]
-    ints.append(numpy_helper.from_array(np.array([0], np.int32), "zero32"))
     if padded:
         nodes += [helper.make_node("Pad", ["qkv", "pads"], ["qkv_padded"]),
                   helper.make_node("Shape", ["qkv"], ["rows"], start=1, end=2),
                   helper.make_node("Slice", ["out_padded", "zero", "rows", "axis"], ["out"])]
+    else:
+        ints.append(numpy_helper.from_array(np.array([0], np.int32), "zero32"))
     v = helper.make_tensor_value_info
     cache = [1, KV_HEADS, CAPACITY, HEAD_DIM]
     graph = helper.make_graph(

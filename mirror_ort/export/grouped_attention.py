@@ -31,7 +31,7 @@ alternative is a filler row through the whole graph (fp32), not where the query 
 inside GroupQueryAttention (int4: export/decoder.py has the figures).
 
 Only what GroupQueryAttention is given here is rewritten: rotary inside, no sliding window,
-no softcap. A graph with any other attention keeps GroupQueryAttention (``rewrite`` returns
+no softcap, and at least two query heads per K/V head (else a lone token is one row again). A graph with any other attention keeps GroupQueryAttention (``rewrite`` returns
 False) and its BNSH cache.
 """
 
@@ -60,8 +60,9 @@ def rewrite(model: onnx.ModelProto, head_dim: int, position_ids: str, attention_
     for node in readers:  # the batch size, read off the cache by the exporter: read it off the positions
         node.input[0] = position_ids
     const = _Constants(graph)
-    shared = _per_graph(graph, position_ids, attention_mask, attentions[0].input[3],
-                        _attrs(attentions[0])["kv_num_heads"], const)
+    first = _attrs(attentions[0])
+    shared = _per_graph(graph, position_ids, attention_mask, attentions[0].input[3], first["kv_num_heads"],
+                        first["num_heads"] // first["kv_num_heads"], const)
     replaced = {n.output[0]: _grouped(n, head_dim, const) for n in attentions}
     for node in [*shared, *(n for group in replaced.values() for n in group)]:
         node.name = _PREFIX + node.output[0]
@@ -90,7 +91,8 @@ def _batch_size(node) -> bool:
 def _supported(node) -> bool:
     attrs, inputs = _attrs(node), list(node.input) + [""] * 12
     packed = not inputs[1] and not inputs[2]
-    return (attrs.get("do_rotary") == 1 and bool(inputs[7] and inputs[8]) and not any(attrs.get(k) for k in _UNSUPPORTED)
+    group = attrs["num_heads"] // attrs["kv_num_heads"]  # a lone token is ``group`` rows: one row takes the GEMV
+    return (group >= 2 and attrs.get("do_rotary") == 1 and bool(inputs[7] and inputs[8]) and not any(attrs.get(k) for k in _UNSUPPORTED)
             and (packed or bool(inputs[1] and inputs[2])) and not any(inputs[9:]))
 
 
@@ -109,10 +111,11 @@ class _Constants:
         return self.names[key]
 
 
-def _per_graph(graph, position_ids: str, attention_mask: str, some_cache: str, kv_heads: int, const) -> list:
+def _per_graph(graph, position_ids: str, attention_mask: str, some_cache: str, kv_heads: int, group: int,
+               const) -> list:
     """Once per graph: where the new rows go ([seq, 1]), each row's position once per K/V head
-    ([seq, kv_heads], for RotaryEmbedding on [seq, heads, kv_heads, head_dim]) and the mask padded
-    to the bound width W with -1e9, laid out [seq, 1, 1, W] to broadcast over the heads."""
+    ([seq, kv_heads], for RotaryEmbedding on [seq, group, kv_heads, head_dim]) and the mask padded
+    to the bound width W with -1e9, a row per query row of a group ([seq * group, W])."""
     p = _PREFIX
     graph.initializer.append(numpy_helper.from_array(np.array(MASKED, np.float32), p + "masked"))
     return [
@@ -123,7 +126,9 @@ def _per_graph(graph, position_ids: str, attention_mask: str, some_cache: str, k
         helper.make_node("Sub", [p + "width", p + "total"], [p + "tail"]),
         helper.make_node("Mul", [const([0] * 7 + [1]), p + "tail"], [p + "pads"]),  # the last axis' end
         helper.make_node("Pad", [attention_mask, p + "pads", p + "masked"], [p + "mask_w"], mode="constant"),
-        helper.make_node("Transpose", [p + "mask_w"], [p + "mask"], perm=[2, 0, 1, 3]),
+        helper.make_node("Transpose", [p + "mask_w"], [p + "mask_t"], perm=[2, 0, 1, 3]),
+        helper.make_node("Expand", [p + "mask_t", const([1, 1, group, 1])], [p + "mask_g"]),
+        helper.make_node("Flatten", [p + "mask_g"], [p + "mask"], axis=3),
     ]
 
 
@@ -151,17 +156,23 @@ def _grouped(node, head_dim: int, const) -> list:
         helper.make_node("ScatterND", [past_k, _PREFIX + "where", p + "k_rot"], [present_k]),
         helper.make_node("ScatterND", [past_v, _PREFIX + "where", v], [present_v]),
     ]
-    q_groups = p + "q_rot"
-    if group != kv_heads:  # [seq, group, kv_heads, D] -> [seq, kv_heads, group, D]: query head h = j * group + r
-        q_groups = p + "q_groups"
-        nodes.append(helper.make_node("Reshape", [p + "q_rot", const([-1, kv_heads, group, head_dim])], [q_groups]))
+    # Q's rows per K/V head j: [seq, kv_heads, group, D] (query head h = j * group + r), then
+    # [1, kv_heads, seq * group, D]: one product per K/V head over all of the window's rows
+    q_rows = p + "q_rot"
+    if group != kv_heads:
+        q_rows = p + "q_heads"
+        nodes.append(helper.make_node("Reshape", [p + "q_rot", const([-1, kv_heads, group, head_dim])], [q_rows]))
     nodes += [
-        helper.make_node("FusedMatMul", [q_groups, present_k], [p + "scores"], domain="com.microsoft",
+        helper.make_node("Transpose", [q_rows], [p + "q_t"], perm=[1, 0, 2, 3]),
+        helper.make_node("Reshape", [p + "q_t", const([1, kv_heads, -1, head_dim])], [p + "q_groups"]),
+        helper.make_node("FusedMatMul", [p + "q_groups", present_k], [p + "scores"], domain="com.microsoft",
                          alpha=float(attrs.get("scale", head_dim ** -0.5)), transB=1, transBatchB=1),
         helper.make_node("Add", [p + "scores", _PREFIX + "mask"], [p + "masked"]),
         helper.make_node("Softmax", [p + "masked"], [p + "probs"], axis=-1),
         helper.make_node("FusedMatMul", [p + "probs", present_v], [p + "out"], domain="com.microsoft", transBatchB=1),
-        helper.make_node("Reshape", [p + "out", const([1, -1, heads * head_dim])], [out]),
+        helper.make_node("Reshape", [p + "out", const([kv_heads, -1, group * head_dim])], [p + "out_rows"]),
+        helper.make_node("Transpose", [p + "out_rows"], [p + "out_t"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", [p + "out_t", const([1, -1, heads * head_dim])], [out]),
     ]
     return nodes
 

