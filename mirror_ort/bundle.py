@@ -44,7 +44,7 @@ KV_CACHE_LAYOUT = {
                    "at their position_ids in place",
     },
     "BNSH-shared": {
-        "graphs": "the target's prefix and suffix where layers slide (GroupQueryAttention)",
+        "graphs": "the target's prefix and suffix that keep GroupQueryAttention (quantized, or with sliding layers)",
         "past": "past.{layer}.key|value: [batch, kv_heads, capacity, head_dim], valid positions 0..total-seq-1",
         "present": "present.{layer}.key|value: the same buffer as the past; the graph writes the new "
                    "positions total-seq..total-1 in place",

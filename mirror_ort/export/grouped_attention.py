@@ -14,6 +14,7 @@ and present at once):
     Q, K, V = Split(packed as [seq, group + 2, kv_heads, D])   Q as [seq, kv_heads, group, D]: a Reshape
     RotaryEmbedding on Q and on K                               the positions given, per row
     present = ScatterND(past, positions, K)                     the new rows written in place
+    Q as [1, kv_heads, seq * group, D]       a Transpose: one product per K/V head for the whole window
     scores = FusedMatMul(Q, present^T)       ``transBatchB``: each K/V head's rows read where they lie
     probs = Softmax(scores + mask)           the mask padded to W with -1e9 once per graph
     out = FusedMatMul(probs, present_v)
@@ -25,7 +26,7 @@ for bit the token inside any window (tests/test_export.py, and validate.py's exa
 No cache is copied, sliced or transposed: the products read it in place. (MLAS's one-row
 kernels for these products are not exact between widths: tried and measured, both differ.)
 
-The price is ten small ops a layer where GroupQueryAttention is one: about what the second
+The price is a dozen small ops a layer where GroupQueryAttention is one: about what the second
 query row costs it at 128 positions, less than it at long contexts. It pays where the
 alternative is a filler row through the whole graph (fp32), not where the query is padded
 inside GroupQueryAttention (int4: export/decoder.py has the figures).
@@ -72,10 +73,10 @@ def rewrite(model: onnx.ModelProto, head_dim: int, position_ids: str, attention_
     del graph.node[:]
     graph.node.extend(nodes)
     _drop_unused(graph)
-    caches = {name: _attrs(n)["kv_num_heads"] for n in attentions for name in (*n.input[3:5], *n.output[1:3])}
+    kv_heads_of = {name: _attrs(n)["kv_num_heads"] for n in attentions for name in (*n.input[3:5], *n.output[1:3])}
     for value in [*graph.input, *graph.output]:
-        if value.name in caches:
-            _set_shape(value, ["width", 1, caches[value.name], head_dim])
+        if value.name in kv_heads_of:
+            _set_shape(value, ["width", 1, kv_heads_of[value.name], head_dim])
     return True
 
 

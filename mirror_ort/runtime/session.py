@@ -125,7 +125,7 @@ class GraphSession:
         elif self._bound_width < total or self._bound_width >= total + 2 * WIDTH_STEP:
             width = min(self.capacity, -(-total // WIDTH_STEP) * WIDTH_STEP)
         else:
-            return
+            width = self._bound_width
         if width == self._bound_width:
             return
         for layer, kind, past_name, present_name in self.kv_slots:

@@ -28,8 +28,8 @@ FILLER_ROWS = 1  # cache positions a call may write past its window (see the mod
 # A prompt is prefilled in windows of at most this many positions: a window's attention scores
 # every row against every position up to the window's end, so one square window of a long
 # prompt computes twice the products a causal pass needs (the masked half). Bit for bit the same
-# K/V and logits (every row computes alike whatever the window); 700-token prompts prefill 10%
-# faster on the fp32 grouped attention (export/grouped_attention.py).
+# K/V and logits (every row computes alike whatever the window); a 660-token prompt prefills in
+# 0.85 s instead of 0.93-1.04 s on the fp32 grouped attention (export/grouped_attention.py).
 PREFILL_WINDOW = 256
 
 
