@@ -56,7 +56,8 @@ MASKED = -1e9  # the runtime's additive mask value (runtime/masks.py)
 # * int8, int4: GroupQueryAttention scores one zero query row more than it is given
 #   (``PADDED_QUERY_ROWS``): its int8-activation MatMuls cost per row, so one row instead of two
 #   everywhere else (6% less time per token than the filler row at int4). The grouped rewrite's
-#   ten small ops per layer cost int4's faster step 3% more than the padded row at 128 positions.
+#   dozen small ops per layer cost int4's faster step 6-9% more than the padded row at 128
+#   positions and 1-4% at 700 (docs/profile-int4.md).
 # * otherwise (fp16; sliding-window layers at fp32): the runtime's filler row (runtime/target.py).
 GROUPED_ATTENTION_PRECISIONS = ("fp32",)
 PADDED_QUERY_ROWS = 1

@@ -23,8 +23,9 @@ The query heads that share a K/V head are the rows of one product, so a lone tok
 rows and never takes the one-row path; each row's sums run over the same positions in the same
 order whatever the window and W (the masked positions add exact zeros), so a lone token is bit
 for bit the token inside any window (tests/test_export.py, and validate.py's exact_windows).
-No cache is copied, sliced or transposed: the products read it in place. (MLAS's one-row
-kernels for these products are not exact between widths: tried and measured, both differ.)
+No cache is copied, sliced or transposed: the products read it in place. (Every query row as a
+one-row product of its own, MLAS's kernels without packing, is exact too at the runtime's widths,
+multiples of 32, but no faster in a whole step: docs/profile-int4.md.)
 
 The price is a dozen small ops a layer where GroupQueryAttention is one: about what the second
 query row costs it at 128 positions, less than it at long contexts. It pays where the

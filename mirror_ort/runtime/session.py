@@ -12,6 +12,7 @@ from .masks import MASKED
 # W grows in steps of this many, so that a decoding step rarely rebinds and rarely reads far past
 # the sequence; it shrinks again when a sequence restarts shorter.
 WIDTH_STEP = 32
+STAGED_SIZE = 64  # per-call inputs up to this many elements are staged (GraphSession._staged)
 _NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -55,6 +56,8 @@ class GraphSession:
         self._outputs = {v.name: v for v in spec.outputs if v.name not in presents}
         self._inputs = {k: spec.name(k) for k in RUNTIME_INPUTS}
         self._buffers: dict[str, np.ndarray] = {}
+        self._stage: dict[str, np.ndarray] = {}  # see _staged
+        self._bound: dict[str, tuple] = {}  # name -> (address, shape, dtype) bound (in-place graphs)
         self._all_rows = np.arange(capacity, dtype=np.int64)
 
     @property
@@ -110,12 +113,35 @@ class GraphSession:
         if attention_mask.shape[-1] != past + seq:
             raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
         self._bind_cache(past + seq)
-        self._bind_window(first, position_ids, attention_mask, rows)
+        for name, array in zip((self.first_input, *self._inputs.values()), (first, position_ids, attention_mask, rows)):
+            self._bind_in_place(name, self._staged(name, array))
         # every output bound: none is allocated per call
-        result = {name: self._bind_output(name, self._output_buffer(name, len(rows), seq)) for name in self._outputs}
+        result = {name: self._bind_in_place(name, self._output_buffer(name, len(rows), seq), output=True)
+                  for name in self._outputs}
         self.session.run_with_iobinding(self.binding)
         self.cache.length = past + seq
         return {name: result[name] for name in outputs}
+
+    def _staged(self, name: str, array: np.ndarray) -> np.ndarray:
+        """A small per-call input (a token's id, position, head row) copied into a buffer of its
+        own: the same memory every call, so it stays bound while its shape does."""
+        if array.size > STAGED_SIZE:
+            return array
+        buf = self._stage.get(name)
+        if buf is None or buf.dtype != array.dtype:
+            buf = self._stage[name] = np.empty(STAGED_SIZE, dtype=array.dtype)
+        view = buf[:array.size].reshape(array.shape)
+        view[...] = array
+        return view
+
+    def _bind_in_place(self, name: str, array: np.ndarray, output: bool = False) -> np.ndarray:
+        """Bind ``array`` unless that very memory and shape is bound to ``name`` already: a bind is
+        a Python-to-C++ call that costs more than a decode step's own Python."""
+        key = (array.ctypes.data, array.shape, array.dtype)
+        if self._bound.get(name) != key:
+            (self._bind_output if output else self._bind_input)(name, array)
+            self._bound[name] = key
+        return array
 
     def _bind_cache(self, total: int) -> None:
         """Bind the cache where a window ending at ``total`` positions reads and writes it: BNSH-shared,
