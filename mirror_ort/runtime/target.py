@@ -58,7 +58,6 @@ class Target:
         # a view of one buffer, instead of a mask built per call.
         self._width_only = all(s.mask_width_only for s in (prefix, suffix, fused) if s is not None)
         self._zeros = np.zeros(0, dtype=np.float32)
-        self._last_row = [np.array([row], dtype=np.int64) for row in range(PREFILL_WINDOW)]  # built once, not per step
 
     @property
     def length(self) -> int:
@@ -142,8 +141,7 @@ class Target:
     def _head(self, session: GraphSession, first, window, rows: int, greedy: bool, last_only: bool, timer: str):
         """Run a graph that ends in the LM head (the suffix, the fused target) over the window: next
         ids, or logits, of every row or only the last (a lone head row is asked twice, see above)."""
-        wanted = self._last_row[rows - 1] if last_only and rows <= len(self._last_row) else np.arange(
-            rows - 1 if last_only else 0, rows, dtype=np.int64)
+        wanted = np.arange(rows - 1 if last_only else 0, rows, dtype=np.int64)
         head_rows = wanted if len(wanted) >= self.min_rows else np.resize(wanted, self.min_rows)
         with self.stats.timed(timer):
             out = session.run(first, *window, head_rows, outputs=("next_ids",) if greedy else ("logits",))
