@@ -113,7 +113,7 @@ class GraphSession:
         if attention_mask.shape[-1] != past + seq:
             raise ValueError(f"{self.spec.role}: a mask over {attention_mask.shape[-1]} positions for {past} + {seq}")
         self._bind_cache(past + seq)
-        for name, array in zip((self.first_input, *self._inputs.values()), (first, position_ids, attention_mask, rows)):
+        for name, array in self._window(first, position_ids, attention_mask, rows):
             self._bind_in_place(name, self._staged(name, array))
         # every output bound: none is allocated per call
         result = {name: self._bind_in_place(name, self._output_buffer(name, len(rows), seq), output=True)
@@ -240,9 +240,12 @@ class GraphSession:
             feeds[past_name] = self.cache.rows(layer, kind, 0, c).copy()
         return feeds
 
+    def _window(self, first, position_ids, attention_mask, rows):
+        """A dynamic graph's per-call inputs by their graph names: the new positions and the head rows."""
+        return zip((self.first_input, *self._inputs.values()), (first, position_ids, attention_mask, rows))
+
     def _bind_window(self, first, position_ids, attention_mask, rows) -> None:
-        """A dynamic graph's per-call inputs: the new positions and the head rows."""
-        for name, array in zip((self.first_input, *self._inputs.values()), (first, position_ids, attention_mask, rows)):
+        for name, array in self._window(first, position_ids, attention_mask, rows):
             self._bind_input(name, array)
 
     def _bind_input(self, name: str, array: np.ndarray) -> None:
